@@ -1,0 +1,62 @@
+"""Schedule the bounds of training constraints from what the run observes.
+
+Discover a bound from the data, hold it, squeeze it towards a target, and back
+off when a squeeze hurts: one state machine driven by ``observe`` and
+``advance_epoch``, usable from any optimizer that can read a bound.
+"""
+
+from constraint_sched._collection import (
+    SchedulerCollection,
+)
+from constraint_sched._events import (
+    BackedOff,
+    Converged,
+    Discovered,
+    DiscoveryExtended,
+    EpochStats,
+    Event,
+    Held,
+    Squeezed,
+)
+from constraint_sched._phases import (
+    Backoff,
+    DiscoveryPhase,
+    HoldPhase,
+    Phase,
+)
+from constraint_sched._scheduler import (
+    ConstraintScheduler,
+)
+from constraint_sched._schedules import (
+    SqueezeSchedule,
+)
+from constraint_sched._spec import (
+    ConstraintKind,
+    ConstraintSpec,
+)
+from constraint_sched._state import (
+    FORMAT_VERSION,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BackedOff",
+    "Backoff",
+    "ConstraintKind",
+    "ConstraintScheduler",
+    "ConstraintSpec",
+    "Converged",
+    "Discovered",
+    "DiscoveryExtended",
+    "DiscoveryPhase",
+    "EpochStats",
+    "Event",
+    "Held",
+    "HoldPhase",
+    "Phase",
+    "SchedulerCollection",
+    "SqueezeSchedule",
+    "Squeezed",
+]

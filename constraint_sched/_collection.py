@@ -1,0 +1,180 @@
+"""SchedulerCollection: many schedulers driven as one: one observe, one advance_epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from constraint_sched import _state
+from constraint_sched._events import Event
+from constraint_sched._scheduler import Callback, ConstraintScheduler
+from constraint_sched._spec import ConstraintSpec
+
+_FORMAT = "constraint_sched.SchedulerCollection"
+
+
+class SchedulerCollection:
+    """Drive many `ConstraintScheduler` objects as one, routing values by spec name.
+
+    A trainer with thirty scheduled goals makes one call per step,
+    ``observe({name: value, ...})``, one `reject` per rejected step (counted by
+    every scheduler), one `advance_epoch` per epoch, and saves one
+    `state_dict`. Spec names must be unique across the collection; schedulers
+    are looked up by their own name (``collection["kl_core+kl_detail"]``).
+
+    Args:
+        schedulers: The schedulers; their names and spec names must be unique.
+        callbacks: Added to every scheduler: called with each event.
+
+    Raises:
+        ValueError: Two schedulers share a name, or two specs share a name.
+
+    Example:
+        >>> from constraint_sched import ConstraintSpec, ConstraintScheduler
+        >>> mse = ConstraintSpec("mse", "minimize_soft", scale="auto")
+        >>> kl = ConstraintSpec("kl", "upper", margin=1e9)
+        >>> both = SchedulerCollection([
+        ...     ConstraintScheduler(mse, discovery=DiscoveryPhase(statistic="median")),
+        ...     ConstraintScheduler(kl)])
+        >>> for mse_value, kl_value in [(0.2, 900.0), (0.4, 1200.0), (0.3, 1000.0)]:
+        ...     both.observe({"mse": mse_value, "kl": kl_value})
+        >>> [e.kind for e in both.advance_epoch()]
+        ['discovered', 'held', 'discovered', 'held']
+        >>> both.spec("mse").scale, both.spec("kl").margin
+        (0.3, 1200.0)
+    """
+
+    def __init__(
+        self, schedulers: Iterable[ConstraintScheduler], *, callbacks: Iterable[Callback] = ()
+    ) -> None:
+        self._schedulers: dict[str, ConstraintScheduler] = {}
+        self._route: dict[str, ConstraintScheduler] = {}
+        for i, scheduler in enumerate(schedulers):
+            if not isinstance(scheduler, ConstraintScheduler):
+                raise TypeError(
+                    f"SchedulerCollection: schedulers[{i}] must be a ConstraintScheduler, "
+                    f"got {scheduler!r}"
+                )
+            if scheduler.name in self._schedulers:
+                raise ValueError(
+                    f"SchedulerCollection: two schedulers are named {scheduler.name!r}"
+                )
+            self._schedulers[scheduler.name] = scheduler
+            for spec_name in scheduler.names:
+                if spec_name in self._route:
+                    raise ValueError(
+                        f"SchedulerCollection: spec {spec_name!r} is in both "
+                        f"{self._route[spec_name].name!r} and {scheduler.name!r}"
+                    )
+                self._route[spec_name] = scheduler
+        for callback in callbacks:
+            for scheduler in self._schedulers.values():
+                scheduler.add_callback(callback)
+
+    def __getitem__(self, name: str) -> ConstraintScheduler:
+        """The scheduler called ``name``."""
+        try:
+            return self._schedulers[name]
+        except KeyError:
+            raise KeyError(
+                f"SchedulerCollection has no scheduler {name!r}; it has {list(self._schedulers)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[ConstraintScheduler]:
+        """The schedulers, in the order given."""
+        return iter(self._schedulers.values())
+
+    def __len__(self) -> int:
+        """How many schedulers."""
+        return len(self._schedulers)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether a scheduler is called ``name``."""
+        return name in self._schedulers
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch (every scheduler advances together)."""
+        return next(iter(self._schedulers.values())).epoch if self._schedulers else 1
+
+    def spec(self, name: str) -> ConstraintSpec:
+        """The spec called ``name`` with its scheduler's current bound applied."""
+        return self._scheduler_of(name).spec(name)
+
+    @property
+    def specs(self) -> dict[str, ConstraintSpec]:
+        """Every spec by name, with its current bound applied."""
+        return {s.name: s for scheduler in self for s in scheduler.specs}
+
+    def observe(self, values: Mapping[str, Any]) -> None:
+        """Record an accepted step's values, ``{spec name: value}``, each to its scheduler.
+
+        Raises:
+            KeyError: A name no scheduler has.
+        """
+        route = self._route
+        for name, value in values.items():
+            scheduler = route.get(name)
+            if scheduler is None:
+                self._scheduler_of(name)
+            else:
+                scheduler.observe(name, value)
+
+    def reject(self, count: int = 1) -> None:
+        """Count ``count`` rejected steps in every scheduler."""
+        for scheduler in self._schedulers.values():
+            scheduler.reject(count)
+
+    def advance_epoch(self) -> list[Event]:
+        """End the epoch in every scheduler; the events of all, in scheduler order."""
+        events: list[Event] = []
+        for scheduler in self._schedulers.values():
+            events.extend(scheduler.advance_epoch())
+        return events
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every scheduler's state dict, by name, versioned."""
+        return {
+            "format": _FORMAT,
+            "version": _state.FORMAT_VERSION,
+            "schedulers": {name: s.state_dict() for name, s in self._schedulers.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore every scheduler; nothing changes unless all of them load.
+
+        Raises:
+            ValueError: The data is corrupt, foreign or newer, names other
+                schedulers than this collection has, or a scheduler's state
+                does not load; the message names it.
+        """
+        _state.check_header(state_dict, _FORMAT, "state_dict")
+        saved = state_dict.get("schedulers")
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"state_dict.schedulers: expected a mapping, got {saved!r}")
+        if set(saved) != set(self._schedulers):
+            missing = sorted(set(self._schedulers) - set(saved))
+            extra = sorted(set(saved) - set(self._schedulers))
+            raise ValueError(f"state_dict.schedulers: missing {missing}, unexpected {extra}")
+        backups = {name: s.state_dict() for name, s in self._schedulers.items()}
+        try:
+            for name, scheduler in self._schedulers.items():
+                try:
+                    scheduler.load_state_dict(saved[name])
+                except ValueError as error:
+                    raise ValueError(f"state_dict.schedulers[{name!r}]: {error}") from error
+        except ValueError:
+            for name, scheduler in self._schedulers.items():
+                scheduler.load_state_dict(backups[name])
+            raise
+
+    def _scheduler_of(self, name: str) -> ConstraintScheduler:
+        try:
+            return self._route[name]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"SchedulerCollection has no spec {name!r}; it has {sorted(self._route)}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"SchedulerCollection({list(self._schedulers)}, epoch={self.epoch})"

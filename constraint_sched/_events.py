@@ -1,0 +1,186 @@
+"""Typed events that a scheduler's epoch boundary causes, and the per-epoch record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import attrs
+
+from constraint_sched._phases import Phase
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.1f}"
+
+
+@attrs.frozen
+class Event:
+    """Something an epoch boundary did to a bound.
+
+    Every event names its ``constraint`` (the scheduler's name) and the
+    ``epoch`` in which the ``new`` bound applies (the epoch that starts with
+    it), with the ``old`` bound it replaces. ``kind`` is a short stable name
+    for logs and JSON.
+
+    Example:
+        >>> e = Squeezed(constraint="kl", epoch=3, old=42358.2, new=13000.0, proposed=13000.0)
+        >>> e.kind, e.message
+        ('squeezed', 'kl: ceiling squeezed 42,358.2 -> 13,000 (epoch 3)')
+    """
+
+    kind: ClassVar[str] = "event"
+    constraint: str
+    epoch: int
+    old: float
+    new: float
+    side: str = attrs.field(default="upper", kw_only=True)
+
+    @property
+    def bound_name(self) -> str:
+        """``"ceiling"`` or ``"floor"``."""
+        return "ceiling" if self.side == "upper" else "floor"
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        return (
+            f"{self.constraint}: {self.kind} {self.bound_name} {_fmt(self.old)} -> "
+            f"{_fmt(self.new)} (epoch {self.epoch})"
+        )
+
+
+@attrs.frozen
+class Discovered(Event):
+    """Discovery ended: the bound is the statistic of the window (with headroom).
+
+    ``value`` is the statistic before headroom, ``per_spec`` the statistic of
+    each spec sharing the bound, ``observations`` the valid observations seen.
+    """
+
+    kind: ClassVar[str] = "discovered"
+    statistic: str = attrs.field(default="max", kw_only=True)
+    value: float = attrs.field(default=0.0, kw_only=True)
+    per_spec: Mapping[str, float] = attrs.field(factory=dict, kw_only=True)
+    observations: int = attrs.field(default=0, kw_only=True)
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        parts = ", ".join(f"{k} {_fmt(v)}" for k, v in self.per_spec.items())
+        return (
+            f"{self.constraint}: discovered {self.bound_name} {_fmt(self.new)} "
+            f"({self.statistic} {_fmt(self.value)} over {self.observations} observations"
+            f"{'; ' + parts if len(self.per_spec) > 1 else ''}); applies from epoch {self.epoch}"
+        )
+
+
+@attrs.frozen
+class DiscoveryExtended(Event):
+    """Discovery goes on past its nominal length; ``reason`` says why."""
+
+    kind: ClassVar[str] = "discovery_extended"
+    reason: str = attrs.field(default="", kw_only=True)
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        return f"{self.constraint}: discovery extended into epoch {self.epoch}: {self.reason}"
+
+
+@attrs.frozen
+class Held(Event):
+    """The discovered bound is held for ``epochs`` epochs from ``epoch``."""
+
+    kind: ClassVar[str] = "held"
+    epochs: int = attrs.field(default=1, kw_only=True)
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        return (
+            f"{self.constraint}: holding {self.bound_name} at {_fmt(self.new)} for "
+            f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} from epoch {self.epoch}"
+        )
+
+
+@attrs.frozen
+class Squeezed(Event):
+    """The bound was tightened; ``proposed`` is what the schedule asked for."""
+
+    kind: ClassVar[str] = "squeezed"
+    proposed: float = attrs.field(default=0.0, kw_only=True)
+
+
+@attrs.frozen
+class BackedOff(Event):
+    """A squeeze hurt: ``rate`` of ``metric`` exceeded ``limit``, so the bound was relaxed."""
+
+    kind: ClassVar[str] = "backed_off"
+    metric: str = attrs.field(default="reject_rate", kw_only=True)
+    rate: float = attrs.field(default=0.0, kw_only=True)
+    limit: float = attrs.field(default=0.0, kw_only=True)
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        return (
+            f"{self.constraint}: backed off {self.bound_name} {_fmt(self.old)} -> "
+            f"{_fmt(self.new)} (epoch {self.epoch}): {self.metric} {self.rate:.1%} > "
+            f"{self.limit:.1%}"
+        )
+
+
+@attrs.frozen
+class Converged(Event):
+    """The bound reached its target (``early``: discovery already found it there)."""
+
+    kind: ClassVar[str] = "converged"
+    early: bool = attrs.field(default=False, kw_only=True)
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        how = "already at its target after discovery" if self.early else "at its target"
+        return (
+            f"{self.constraint}: converged, {self.bound_name} {_fmt(self.new)} {how} "
+            f"(epoch {self.epoch})"
+        )
+
+
+@attrs.frozen
+class EpochStats:
+    """What a scheduler saw in one epoch, and the bound and phase it ran under.
+
+    Attributes:
+        epoch: The epoch (1-based).
+        phase: The phase during the epoch.
+        bound: The bound in force during the epoch.
+        steps: Accepted steps (observations of the most observed spec).
+        rejects: Rejected steps (`ConstraintScheduler.reject` calls).
+        observations: Valid (finite) observations, over every spec.
+        nonfinite: NaN or infinite observations, skipped.
+        violations: Valid observations beyond the bound.
+        reject_rate: ``rejects / (steps + rejects)``, 0 when both are 0.
+        violation_rate: ``violations / observations``, 0 when there are none.
+    """
+
+    epoch: int
+    phase: Phase
+    bound: float
+    steps: int
+    rejects: int
+    observations: int
+    nonfinite: int
+    violations: int
+
+    @property
+    def reject_rate(self) -> float:
+        """Rejected steps over all steps of the epoch."""
+        total = self.steps + self.rejects
+        return self.rejects / total if total else 0.0
+
+    @property
+    def violation_rate(self) -> float:
+        """Valid observations beyond the bound over valid observations."""
+        return self.violations / self.observations if self.observations else 0.0

@@ -1,0 +1,640 @@
+"""ConstraintScheduler: one bound shared by one or more specs, moved epoch by epoch."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+
+from constraint_sched import _state
+from constraint_sched._events import EpochStats, Event
+from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
+from constraint_sched._quantile import P2Quantile
+from constraint_sched._schedules import SqueezeSchedule
+from constraint_sched._spec import MIN_SOFT_SCALE, ConstraintKind, ConstraintSpec, Side, bound_field
+from constraint_sched._transitions import Config, EpochSummary, State, aggregate, transition
+
+logger = logging.getLogger("constraint_sched")
+
+Callback = Callable[[Event], None]
+NonFinite = Literal["skip", "raise"]
+
+_MISSING: Any = object()
+_FORMAT = "constraint_sched.ConstraintScheduler"
+# How far inside its opposite side a box's moved bound must stay, relative to magnitude.
+_BOX_GAP = 1e-6
+_NO_STAT, _MAX, _MIN, _QUANTILE = 0, 1, 2, 3
+
+
+class ConstraintScheduler:
+    """Discover a bound from observations, hold it, squeeze it to a target, back off if it hurts.
+
+    One scheduler moves one bound (a ceiling with ``bound="upper"``, a floor
+    with ``bound="lower"``) shared by every spec it is given: the seed's
+    ``kl_core`` and ``kl_detail`` share one ceiling, the max over both.
+
+    Call `observe` for each accepted step's metric values and `reject` for
+    each rejected step, then `advance_epoch` at the end of every epoch; it
+    returns the events it caused, logs them on the ``constraint_sched`` logger
+    and passes them to the callbacks. Read the bound with `bound`, or a
+    spec with the bound applied with `spec`.
+
+    The phases: epochs of ``DISCOVERY`` (the specs keep their own bound,
+    e.g. 1e9), then the discovered bound is held for ``hold.epochs`` epochs,
+    then squeezed towards ``squeeze.target``, then ``CONVERGED``. A
+    discovered bound already at or past the target converges at once, at the
+    target. Without a squeeze the discovered bound is final after the hold.
+
+    Every bound the scheduler produces gives valid specs: a discovered value
+    that would not (a scale of 0, a ceiling under a box's floor) is moved to the
+    nearest bound that does, and ``healthy`` follows the bound (see
+    `ConstraintSpec.with_bound`).
+
+    Args:
+        specs: One spec or several sharing the bound; names must be unique.
+        discovery: How the bound is discovered.
+        hold: How long it is held.
+        squeeze: How it is tightened; None for no squeeze.
+        backoff: How a squeeze that hurts is relaxed; needs ``squeeze``.
+        bound: ``"upper"`` (a ceiling, discovered by a max) or ``"lower"``
+            (a floor, discovered by a min).
+        nonfinite: ``"skip"`` (count NaN/inf observations and ignore them) or
+            ``"raise"`` (ValueError).
+        name: The name in events and logs; defaults to the specs' names joined by ``+``.
+        callbacks: Called with each event, in order, after it is logged.
+
+    Raises:
+        ValueError: An argument is invalid or the parts disagree (a target that
+            gives no valid spec, a table that starts during the hold, ...).
+
+    Example:
+        >>> kl = [ConstraintSpec(n, "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
+        ...       for n in ("kl_core", "kl_detail")]
+        >>> sched = ConstraintScheduler(kl, squeeze=SqueezeSchedule.table({3: 13000, 4: 3000}))
+        >>> sched.observe({"kl_core": 42358.2, "kl_detail": 38921.5})
+        >>> [e.kind for e in sched.advance_epoch()]
+        ['discovered', 'held']
+        >>> sched.epoch, sched.phase, sched.bound
+        (2, <Phase.HOLD: 2>, 42358.2)
+        >>> _ = sched.advance_epoch(); sched.bound
+        13000.0
+    """
+
+    def __init__(
+        self,
+        specs: ConstraintSpec | Sequence[ConstraintSpec],
+        *,
+        discovery: DiscoveryPhase | None = None,
+        hold: HoldPhase | None = None,
+        squeeze: SqueezeSchedule | None = None,
+        backoff: Backoff | None = None,
+        bound: Side = "upper",
+        nonfinite: NonFinite = "skip",
+        name: str | None = None,
+        callbacks: Iterable[Callback] = (),
+    ) -> None:
+        spec_list = _check_specs(specs)
+        discovery = DiscoveryPhase() if discovery is None else discovery
+        hold = HoldPhase() if hold is None else hold
+        _check_type("discovery", discovery, DiscoveryPhase)
+        _check_type("hold", hold, HoldPhase)
+        if squeeze is not None:
+            _check_type("squeeze", squeeze, SqueezeSchedule)
+        if backoff is not None:
+            _check_type("backoff", backoff, Backoff)
+            if squeeze is None:
+                raise ValueError("ConstraintScheduler: backoff needs a squeeze schedule to undo")
+        if bound not in ("upper", "lower"):
+            raise ValueError(
+                f"ConstraintScheduler: bound must be 'upper' or 'lower', got {bound!r}"
+            )
+        if nonfinite not in ("skip", "raise"):
+            raise ValueError(
+                f"ConstraintScheduler: nonfinite must be 'skip' or 'raise', got {nonfinite!r}"
+            )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"ConstraintScheduler: name must be a non-empty str, got {name!r}")
+        for spec in spec_list:
+            bound_field(spec.kind, bound, spec.name)
+        wrong = {"upper": "min", "lower": "max"}[bound]
+        if discovery.statistic == wrong:
+            right = {"upper": "max", "lower": "min"}[bound]
+            raise ValueError(
+                f"ConstraintScheduler: bound={bound!r} cannot be discovered by "
+                f"statistic={wrong!r} (every observation would violate it); use "
+                f"DiscoveryPhase(statistic={right!r}), 'median' or 'quantile'"
+            )
+        self._cfg = Config(
+            name=name or "+".join(s.name for s in spec_list),
+            side=bound,
+            discovery=discovery,
+            hold=hold,
+            squeeze=squeeze,
+            backoff=backoff,
+            valid_range=_valid_range(spec_list, bound),
+        )
+        if squeeze is not None:
+            _check_squeeze(self._cfg, spec_list, squeeze)
+        self._original = tuple(spec_list)
+        self._names = tuple(s.name for s in spec_list)
+        self._index = {n: i for i, n in enumerate(self._names)}
+        self._callbacks: list[Callback] = list(callbacks)
+        self._raise_nonfinite = nonfinite == "raise"
+        self._nonfinite_policy: NonFinite = nonfinite
+        initial = aggregate(bound, [s.bound(bound) for s in spec_list])
+        self._commit(State(bound=initial))
+        self._reset_window()
+        self._reset_epoch()
+        self._window_observations = 0
+        self._last: EpochStats | None = None
+
+    # -- reading --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name used in events and logs."""
+        return self._cfg.name
+
+    @property
+    def side(self) -> Side:
+        """``"upper"`` for a ceiling, ``"lower"`` for a floor."""
+        return self._cfg.side
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 1-based: after the k-th `advance_epoch` it is k + 1."""
+        return self._st.epoch
+
+    @property
+    def phase(self) -> Phase:
+        """The current phase."""
+        return self._st.phase
+
+    @property
+    def bound(self) -> float:
+        """The bound in force: the specs' own (loosest) bound during discovery."""
+        return self._st.bound
+
+    @property
+    def discovered(self) -> float | None:
+        """The bound discovery found (before any early convergence), or None before."""
+        return self._st.discovered
+
+    @property
+    def target(self) -> float | None:
+        """The squeeze target, or None without a squeeze."""
+        return None if self._cfg.squeeze is None else self._cfg.squeeze.target
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the specs sharing the bound."""
+        return self._names
+
+    @property
+    def specs(self) -> tuple[ConstraintSpec, ...]:
+        """Every spec with the current bound applied."""
+        return self._specs
+
+    def spec(self, name: str | None = None) -> ConstraintSpec:
+        """The spec called ``name`` with the current bound applied.
+
+        Args:
+            name: The spec's name; may be left out when there is only one.
+
+        Returns:
+            The spec, with its own bound during discovery.
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        return self._specs[self._lookup(name)]
+
+    @property
+    def last_epoch(self) -> EpochStats | None:
+        """What the last completed epoch saw, or None before the first `advance_epoch`."""
+        return self._last
+
+    @property
+    def current_epoch(self) -> EpochStats:
+        """What the current epoch has seen so far."""
+        return self._epoch_stats()
+
+    def add_callback(self, callback: Callback) -> None:
+        """Call ``callback(event)`` for every later event."""
+        if not callable(callback):
+            raise TypeError(
+                f"ConstraintScheduler.add_callback: expected a callable, got {callback!r}"
+            )
+        self._callbacks.append(callback)
+
+    # -- the hot path ---------------------------------------------------------
+
+    def observe(self, name_or_value: Any, value: Any = _MISSING) -> None:
+        """Record the metric of an accepted step.
+
+        Three forms: ``observe(value)`` when the scheduler has one spec,
+        ``observe(name, value)``, and ``observe({name: value, ...})``. Values
+        are anything ``float()`` accepts (Python and numpy numbers, 0-d
+        arrays). NaN and infinite values are counted and skipped, or raise
+        with ``nonfinite="raise"``. O(1) time and memory.
+
+        Args:
+            name_or_value: The value, a spec name, or a mapping of names to values.
+            value: The value, when the first argument is a name.
+
+        Raises:
+            KeyError: An unknown spec name.
+            TypeError: A value ``float()`` does not accept, or a missing name
+                when the scheduler has several specs.
+            ValueError: A non-finite value with ``nonfinite="raise"``.
+        """
+        if value is _MISSING:
+            if type(name_or_value) is not float and isinstance(name_or_value, Mapping):
+                for key, item in name_or_value.items():
+                    self._observe(self._lookup(key), item)
+                return
+            if len(self._names) != 1 or isinstance(name_or_value, str):
+                raise TypeError(
+                    f"ConstraintScheduler {self.name!r}: observe(value) needs exactly one spec; "
+                    f"this one has {list(self._names)}: use observe(name, value) or "
+                    "observe({name: value})"
+                )
+            self._observe(0, name_or_value)
+        else:
+            self._observe(self._lookup(name_or_value), value)
+
+    def _observe(self, i: int, value: Any) -> None:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"ConstraintScheduler {self.name!r}: observation of {self._names[i]!r} must be a "
+                f"number, got {value!r}"
+            ) from None
+        if x - x != 0.0:  # NaN or infinite
+            if self._raise_nonfinite:
+                raise ValueError(
+                    f"ConstraintScheduler {self.name!r}: non-finite observation {x!r} of "
+                    f"{self._names[i]!r} (nonfinite='raise')"
+                )
+            self._nonfinite += 1
+            self._counts[i] += 1
+            return
+        self._counts[i] += 1
+        if x > self._violation_above or x < self._violation_below:
+            self._violations += 1
+        mode = self._mode
+        if mode == _MAX:
+            if x > self._window[i]:
+                self._window[i] = x
+        elif mode == _MIN:
+            if x < self._window[i]:
+                self._window[i] = x
+        elif mode == _QUANTILE:
+            self._quantiles[i].add(x)
+
+    def reject(self, count: int = 1) -> None:
+        """Count ``count`` rejected steps (steps rolled back; their values are not observed)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"ConstraintScheduler.reject: count must be an int >= 0, got {count!r}"
+            )
+        self._rejects += count
+
+    # -- the epoch boundary ---------------------------------------------------
+
+    def advance_epoch(self) -> list[Event]:
+        """End the current epoch: move the bound as its phase says, and start the next.
+
+        Returns:
+            The events caused, each with the epoch in which its new bound
+            applies; also logged on ``logging.getLogger("constraint_sched")``
+            and passed to the callbacks.
+        """
+        stats = self._epoch_stats()
+        per_spec = self._window_values() if self._mode != _NO_STAT else {}
+        summary = EpochSummary(
+            stats=stats,
+            statistic=aggregate(self._cfg.side, list(per_spec.values())) if per_spec else None,
+            per_spec=per_spec,
+            window_observations=self._window_observations + stats.observations,
+        )
+        new_state, events = transition(self._cfg, self._st, summary)
+        # Commit only after the pure transition succeeded: a failure leaves all as it was.
+        self._window_observations = summary.window_observations
+        self._last = stats
+        self._commit(new_state)
+        if new_state.phase is not Phase.DISCOVERY:
+            self._reset_window()
+        self._reset_epoch()
+        for event in events:
+            logger.info(event.message)
+            for callback in self._callbacks:
+                callback(event)
+        return events
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's configuration and state as strict-JSON plain data, versioned.
+
+        Returns:
+            ``{"format", "version", "config", "state"}``; `load_state_dict`
+            restores it exactly.
+        """
+        st = self._st
+        window: list[Any]
+        if self._mode == _QUANTILE:
+            window = [q.state() for q in self._quantiles]
+        else:
+            window = [_state.encode_float(v) for v in self._window]
+        return {
+            "format": _FORMAT,
+            "version": _state.FORMAT_VERSION,
+            "config": self._config_plain(),
+            "state": {
+                **{k: _state.to_plain(v) for k, v in attrs.asdict(st, recurse=False).items()},
+                "window": window,
+                "window_observations": self._window_observations,
+                "counts": list(self._counts),
+                "nonfinite": self._nonfinite,
+                "violations": self._violations,
+                "rejects": self._rejects,
+                "last_epoch": None if self._last is None else _state.to_plain(self._last),
+            },
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a `state_dict`; the scheduler then behaves exactly as the one that saved it.
+
+        Args:
+            state_dict: What `state_dict` returned (possibly through JSON).
+
+        Raises:
+            ValueError: The data is corrupt, of another format or a newer
+                version, or was saved by a scheduler configured differently;
+                the message names the field. The scheduler is unchanged.
+        """
+        path = "state_dict"
+        _state.check_header(state_dict, _FORMAT, path)
+        here = self._config_plain()
+        saved = state_dict.get("config")
+        where = _state.first_difference(saved, here, "config")
+        if where is not None:
+            inner = where[len("config") :]
+            raise ValueError(
+                f"ConstraintScheduler {self.name!r}: {path}.{where} was saved as "
+                f"{_state.resolve(saved, inner)!r} but this scheduler has "
+                f"{_state.resolve(here, inner)!r}; a state dict never changes the configuration: "
+                "build the scheduler as it was saved"
+            )
+        r = _state.Reader(state_dict, path).child("state")
+        n = len(self._names)
+        st = State(
+            epoch=r.integer("epoch", least=1),
+            phase=r.member("phase", Phase),
+            bound=r.number("bound"),
+            discovered=r.optional_number("discovered"),
+            data_epochs=r.integer("data_epochs"),
+            previous_statistic=r.optional_number("previous_statistic"),
+            hold_left=r.integer("hold_left"),
+            step=r.integer("step"),
+            wait=r.integer("wait"),
+            before_squeeze=r.optional_number("before_squeeze"),
+            fresh_squeeze=r.flag("fresh_squeeze"),
+        )
+        if st.phase is not Phase.DISCOVERY and not math.isfinite(st.bound):
+            raise ValueError(
+                f"{path}.state.bound: a {st.phase.name} bound must be finite, got {st.bound}"
+            )
+        mode = self._mode_for(st.phase)
+        quantiles: list[P2Quantile] = []
+        window = [self._window_start()] * n
+        if mode == _QUANTILE:
+            for i, item in enumerate(r.items("window", n)):
+                q = _state.Reader(item, f"{path}.state.window[{i}]")
+                heights = q.numbers("heights")
+                count = q.integer("count")
+                if len(heights) != min(count, 5):
+                    raise ValueError(
+                        f"{path}.state.window[{i}]: {count} values but {len(heights)} heights"
+                    )
+                quantiles.append(
+                    P2Quantile.from_state(
+                        self._quantile_level(),
+                        {
+                            "count": count,
+                            "heights": heights,
+                            "positions": q.numbers("positions", 5),
+                            "desired": q.numbers("desired", 5),
+                        },
+                    )
+                )
+        elif mode != _NO_STAT:
+            window = r.numbers("window", n)
+        counts = [
+            _state.Reader({"c": c}, f"{path}.state.counts[{i}]").integer("c")
+            for i, c in enumerate(r.items("counts", n))
+        ]
+        last = None
+        if r.data.get("last_epoch") is not None:
+            e = r.child("last_epoch")
+            last = EpochStats(
+                epoch=e.integer("epoch", least=1),
+                phase=e.member("phase", Phase),
+                bound=e.number("bound"),
+                steps=e.integer("steps"),
+                rejects=e.integer("rejects"),
+                observations=e.integer("observations"),
+                nonfinite=e.integer("nonfinite"),
+                violations=e.integer("violations"),
+            )
+        window_observations = r.integer("window_observations")
+        nonfinite, violations, rejects = (
+            r.integer("nonfinite"),
+            r.integer("violations"),
+            r.integer("rejects"),
+        )
+        # Everything read and checked: commit.
+        self._commit(st)
+        self._mode = mode
+        self._window = window
+        self._quantiles = quantiles
+        self._window_observations = window_observations
+        self._counts = counts
+        self._nonfinite, self._violations, self._rejects = nonfinite, violations, rejects
+        self._last = last
+
+    # -- internals ------------------------------------------------------------
+
+    def _commit(self, st: State) -> None:
+        self._st = st
+        if st.phase is Phase.DISCOVERY:
+            self._specs = self._original
+        else:
+            self._specs = tuple(s.with_bound(st.bound, self._cfg.side) for s in self._original)
+        above, below = (st.bound, -math.inf) if self._cfg.side == "upper" else (math.inf, st.bound)
+        self._violation_above, self._violation_below = above, below
+
+    def _mode_for(self, phase: Phase) -> int:
+        if phase is not Phase.DISCOVERY:
+            return _NO_STAT
+        statistic = self._cfg.discovery.statistic
+        return {"max": _MAX, "min": _MIN}.get(statistic, _QUANTILE)
+
+    def _window_start(self) -> float:
+        return -math.inf if self._cfg.discovery.statistic == "max" else math.inf
+
+    def _quantile_level(self) -> float:
+        level = self._cfg.discovery.quantile_level
+        assert level is not None
+        return level
+
+    def _reset_window(self) -> None:
+        self._mode = self._mode_for(self._st.phase)
+        n = len(self._names)
+        self._window = [self._window_start()] * n
+        self._quantiles = (
+            [P2Quantile(self._quantile_level()) for _ in range(n)]
+            if self._mode == _QUANTILE
+            else []
+        )
+
+    def _reset_epoch(self) -> None:
+        self._counts = [0] * len(self._names)
+        self._nonfinite = 0
+        self._violations = 0
+        self._rejects = 0
+
+    def _window_values(self) -> dict[str, float]:
+        if self._mode == _QUANTILE:
+            values = [q.value() for q in self._quantiles]
+            return {n: v for n, v in zip(self._names, values, strict=True) if v is not None}
+        return {n: v for n, v in zip(self._names, self._window, strict=True) if math.isfinite(v)}
+
+    def _epoch_stats(self) -> EpochStats:
+        st = self._st
+        return EpochStats(
+            epoch=st.epoch,
+            phase=st.phase,
+            bound=st.bound,
+            steps=max(self._counts),
+            rejects=self._rejects,
+            observations=sum(self._counts) - self._nonfinite,
+            nonfinite=self._nonfinite,
+            violations=self._violations,
+        )
+
+    def _lookup(self, name: Any) -> int:
+        if name is None:
+            if len(self._names) == 1:
+                return 0
+            raise TypeError(
+                f"ConstraintScheduler {self.name!r}: name it: one of {list(self._names)}"
+            )
+        try:
+            return self._index[name]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"ConstraintScheduler {self.name!r} has no spec {name!r}; "
+                f"it has {list(self._names)}"
+            ) from None
+
+    def _config_plain(self) -> dict[str, Any]:
+        cfg = self._cfg
+        return {
+            "name": cfg.name,
+            "bound": cfg.side,
+            "nonfinite": self._nonfinite_policy,
+            "specs": [_state.to_plain(s) for s in self._original],
+            "discovery": _state.to_plain(cfg.discovery),
+            "hold": _state.to_plain(cfg.hold),
+            "squeeze": _state.to_plain(cfg.squeeze),
+            "backoff": _state.to_plain(cfg.backoff),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ConstraintScheduler({self.name!r}, epoch={self.epoch}, phase={self.phase.name}, "
+            f"bound={self.bound!r})"
+        )
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"ConstraintScheduler: {name} must be a {kind.__name__}, got {value!r}")
+
+
+def _check_specs(specs: ConstraintSpec | Sequence[ConstraintSpec]) -> list[ConstraintSpec]:
+    spec_list = [specs] if isinstance(specs, ConstraintSpec) else list(specs)
+    if not spec_list:
+        raise ValueError("ConstraintScheduler: specs must hold at least one ConstraintSpec")
+    for i, spec in enumerate(spec_list):
+        if not isinstance(spec, ConstraintSpec):
+            raise TypeError(
+                f"ConstraintScheduler: specs[{i}] must be a ConstraintSpec, got {spec!r}"
+            )
+    names = [s.name for s in spec_list]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"ConstraintScheduler: spec names must be unique, repeated: {duplicates}")
+    return spec_list
+
+
+def _valid_range(specs: Sequence[ConstraintSpec], side: Side) -> tuple[float, float]:
+    """The closed range of shared bounds that leave every spec valid."""
+    low, high = -math.inf, math.inf
+    for spec in specs:
+        field = bound_field(spec.kind, side, spec.name)
+        if field in ("margin", "scale"):
+            least = MIN_SOFT_SCALE if spec.kind is ConstraintKind.MINIMIZE_SOFT else _TINY
+            low = max(low, least)
+        elif side == "upper":
+            assert spec.lower is not None
+            if math.isfinite(spec.lower):
+                low = max(low, spec.lower + _BOX_GAP * max(abs(spec.lower), 1.0))
+        else:
+            assert spec.upper is not None
+            if math.isfinite(spec.upper):
+                high = min(high, spec.upper - _BOX_GAP * max(abs(spec.upper), 1.0))
+    if low > high:
+        raise ValueError(
+            f"ConstraintScheduler: no single {side} bound suits every spec "
+            f"({[s.name for s in specs]}): it would have to lie in [{low}, {high}]"
+        )
+    return low, high
+
+
+_TINY = 1e-300
+
+
+def _check_squeeze(cfg: Config, specs: Sequence[ConstraintSpec], squeeze: SqueezeSchedule) -> None:
+    low, high = cfg.valid_range
+    values = [v for _, v in squeeze.table_entries] or [squeeze.target]
+    for value in values:
+        if not low <= value <= high:
+            raise ValueError(
+                f"ConstraintScheduler {cfg.name!r}: squeeze bound {value!r} gives no valid spec "
+                f"for {[s.name for s in specs]} (valid {cfg.side} bounds lie in [{low}, {high}])"
+            )
+    if squeeze.kind == "table":
+        first = squeeze.first_epoch
+        assert first is not None
+        if first < cfg.first_squeeze_epoch:
+            raise ValueError(
+                f"ConstraintScheduler {cfg.name!r}: squeeze table starts at epoch {first}, "
+                f"inside discovery ({cfg.discovery.epochs} epochs) and hold "
+                f"({cfg.hold.epochs}); the first squeeze epoch is {cfg.first_squeeze_epoch}"
+            )
+        entries = [v for _, v in squeeze.table_entries]
+        loosening = any(cfg.tighter(a, b) == a and a != b for a, b in itertools.pairwise(entries))
+        if loosening:
+            way = "down" if cfg.side == "upper" else "up"
+            raise ValueError(
+                f"ConstraintScheduler {cfg.name!r}: a {cfg.side} bound's squeeze table must "
+                f"move {way}, got {dict(squeeze.table_entries)!r}"
+            )

@@ -1,0 +1,255 @@
+"""SqueezeSchedule: how a held bound is tightened towards its target, epoch by epoch."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+ScheduleKind = Literal["table", "geometric", "linear", "adaptive"]
+
+
+def _check_target(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+        raise ValueError(f"SqueezeSchedule.target must be a finite number, got {value!r}")
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+@attrs.frozen
+class SqueezeSchedule:
+    """How a bound is tightened after the hold, towards ``target``.
+
+    Make one with a constructor: `table` (absolute bounds keyed by epoch),
+    `geometric` and `linear` (from the discovered bound to the target in a
+    number of epochs: no guessed start) or `adaptive` (tighten by a factor
+    while the reject rate allows). Whatever a schedule proposes, a squeeze
+    applies ``min(current, proposed)`` for a ceiling (``max`` for a floor),
+    never goes past the target, and so never loosens; reaching the target
+    converges.
+
+    A schedule is a pure function of the squeeze step (1 for the first
+    squeeze epoch), the discovered bound, the current bound and the last
+    epoch's reject rate: see `propose`.
+
+    Example:
+        >>> s = SqueezeSchedule.geometric(target=3000.0, epochs=2)
+        >>> s.propose(1, start=12000.0, current=12000.0)
+        6000.0
+        >>> s.propose(2, start=12000.0, current=6000.0)
+        3000.0
+    """
+
+    kind: ScheduleKind
+    target: float = attrs.field(converter=_to_float, validator=_check_target)
+    epochs: int | None = None
+    table_entries: tuple[tuple[int, float], ...] = ()
+    factor: float | None = None
+    max_reject_rate: float | None = None
+
+    @classmethod
+    def table(cls, bounds: Mapping[int, float]) -> SqueezeSchedule:
+        """Absolute bounds keyed by the epoch in which they apply; the last entry is the target.
+
+        Epochs are those of the nominal timeline (discovery epochs, then hold
+        epochs, then squeeze epochs). If discovery runs longer than nominal,
+        or a backoff makes the schedule wait, the rest of the table shifts
+        with it. Between keys the previous entry holds. Entries must move
+        monotonically (down for a ceiling, up for a floor).
+
+        Args:
+            bounds: ``{epoch: bound}``, epochs as ints >= 1, bounds finite.
+
+        Returns:
+            The schedule.
+
+        Raises:
+            ValueError: The table is empty, has a bad key or value, or is not
+                monotone; the message names the entry.
+
+        Example:
+            >>> s = SqueezeSchedule.table({3: 13000, 4: 11000, 5: 9500})
+            >>> s.target, s.first_epoch
+            (9500.0, 3)
+        """
+        if not isinstance(bounds, Mapping) or not bounds:
+            raise ValueError(
+                f"SqueezeSchedule.table needs a non-empty {{epoch: bound}}, got {bounds!r}"
+            )
+        entries: list[tuple[int, float]] = []
+        for epoch, bound in bounds.items():
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+                raise ValueError(
+                    f"SqueezeSchedule.table: epoch keys must be ints >= 1, got {epoch!r}"
+                )
+            value = _to_float(bound)
+            if not isinstance(value, float) or not math.isfinite(value):
+                raise ValueError(
+                    f"SqueezeSchedule.table: the bound for epoch {epoch} must be a finite "
+                    f"number, got {bound!r}"
+                )
+            entries.append((epoch, value))
+        entries.sort()
+        values = [v for _, v in entries]
+        down = all(a >= b for a, b in itertools.pairwise(values))
+        up = all(a <= b for a, b in itertools.pairwise(values))
+        if not (down or up):
+            raise ValueError(
+                "SqueezeSchedule.table: bounds must move one way (down for a ceiling, up for a "
+                f"floor), got {dict(entries)!r}"
+            )
+        return cls("table", target=entries[-1][1], table_entries=tuple(entries))
+
+    @classmethod
+    def geometric(cls, target: float, epochs: int) -> SqueezeSchedule:
+        """Multiply the discovered bound by one factor per epoch, reaching ``target`` in ``epochs``.
+
+        Step ``i`` proposes ``start * (target / start) ** (i / epochs)``. The
+        discovered bound and the target must have the same sign.
+
+        Args:
+            target: The final bound; not zero.
+            epochs: Squeeze epochs from the discovered bound to the target.
+
+        Returns:
+            The schedule.
+
+        Example:
+            >>> SqueezeSchedule.geometric(target=3000.0, epochs=13).epochs
+            13
+        """
+        schedule = cls("geometric", target=target, epochs=_check_epochs(epochs))
+        if schedule.target == 0.0:
+            raise ValueError("SqueezeSchedule.geometric: target must not be 0 (use linear)")
+        return schedule
+
+    @classmethod
+    def linear(cls, target: float, epochs: int) -> SqueezeSchedule:
+        """Move from the discovered bound to ``target`` in equal steps over ``epochs``.
+
+        Args:
+            target: The final bound.
+            epochs: Squeeze epochs from the discovered bound to the target.
+
+        Returns:
+            The schedule.
+
+        Example:
+            >>> SqueezeSchedule.linear(target=3000.0, epochs=4).propose(
+            ...     1, start=7000.0, current=7000.0)
+            6000.0
+        """
+        return cls("linear", target=target, epochs=_check_epochs(epochs))
+
+    @classmethod
+    def adaptive(
+        cls, target: float, factor: float = 0.9, max_reject_rate: float = 0.05
+    ) -> SqueezeSchedule:
+        """Tighten by ``factor`` each epoch whose reject rate is at most ``max_reject_rate``.
+
+        A ceiling ``b`` becomes ``b - (1 - factor) * |b|`` (``b * factor`` when
+        positive), a floor ``b + (1 - factor) * |b|``, never past ``target``.
+        An epoch with a higher reject rate makes the schedule wait.
+
+        Args:
+            target: The tightest bound (the floor of a ceiling's descent).
+            factor: The multiplier per epoch, in ``(0, 1)``.
+            max_reject_rate: The reject rate up to which it tightens, in ``[0, 1]``.
+
+        Returns:
+            The schedule.
+
+        Example:
+            >>> s = SqueezeSchedule.adaptive(target=100.0, factor=0.5)
+            >>> s.propose(1, start=1000.0, current=1000.0, reject_rate=0.0)
+            500.0
+            >>> s.propose(2, start=1000.0, current=500.0, reject_rate=0.2)  # waits
+            500.0
+        """
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
+            raise ValueError(f"SqueezeSchedule.adaptive: factor must lie in (0, 1), got {factor!r}")
+        if (
+            isinstance(max_reject_rate, bool)
+            or not isinstance(max_reject_rate, (int, float))
+            or not 0 <= max_reject_rate <= 1
+        ):
+            raise ValueError(
+                "SqueezeSchedule.adaptive: max_reject_rate must lie in [0, 1], "
+                f"got {max_reject_rate!r}"
+            )
+        return cls(
+            "adaptive", target=target, factor=float(factor), max_reject_rate=float(max_reject_rate)
+        )
+
+    @property
+    def first_epoch(self) -> int | None:
+        """The first epoch key of a table schedule; None for the others."""
+        return self.table_entries[0][0] if self.table_entries else None
+
+    def propose(
+        self,
+        step: int,
+        *,
+        start: float,
+        current: float,
+        reject_rate: float = 0.0,
+        first_epoch: int | None = None,
+    ) -> float:
+        """The bound this schedule proposes for squeeze step ``step``.
+
+        The scheduler then applies the never-loosen rule and the target; this
+        function is pure.
+
+        Args:
+            step: 1 for the first squeeze epoch, 2 for the next, ...
+            start: The discovered bound the squeeze starts from.
+            current: The bound now in force.
+            reject_rate: The reject rate of the epoch that just ended.
+            first_epoch: The nominal epoch of step 1, for a table; defaults to
+                the table's first key.
+
+        Returns:
+            The proposed bound; ``current`` when the schedule has nothing to
+            propose yet.
+        """
+        kind = self.kind
+        if kind == "table":
+            first = self.first_epoch if first_epoch is None else first_epoch
+            assert first is not None
+            epoch = first + step - 1
+            keys = [k for k, _ in self.table_entries]
+            at = bisect.bisect_right(keys, epoch) - 1
+            return current if at < 0 else self.table_entries[at][1]
+        if kind == "adaptive":
+            assert self.factor is not None
+            assert self.max_reject_rate is not None
+            if reject_rate > self.max_reject_rate:
+                return current
+            direction = -1.0 if self.target <= start else 1.0
+            return current + direction * (1.0 - self.factor) * abs(current)
+        assert self.epochs is not None
+        if step >= self.epochs:
+            return self.target
+        fraction = step / self.epochs
+        if kind == "linear":
+            return start + (self.target - start) * fraction
+        if (start > 0) != (self.target > 0) or start == 0:
+            raise ValueError(
+                f"SqueezeSchedule.geometric: the discovered bound {start!r} and the target "
+                f"{self.target!r} differ in sign; a geometric squeeze needs one sign (use linear)"
+            )
+        return float(start * (self.target / start) ** fraction)
+
+
+def _check_epochs(epochs: Any) -> int:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"SqueezeSchedule: epochs must be an int >= 1, got {epochs!r}")
+    return epochs

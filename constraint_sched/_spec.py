@@ -1,0 +1,438 @@
+"""ConstraintKind and ConstraintSpec: what a constraint asks of a metric, and its score."""
+
+from __future__ import annotations
+
+import enum
+import math
+import numbers
+from typing import Any, Literal, TypeVar, overload
+
+import attrs
+import numpy as np
+from array_api_compat import array_namespace
+
+from constraint_sched import _scores
+
+Side = Literal["upper", "lower"]
+"""Which bound of a spec a scheduler moves: a ceiling (``"upper"``) or a floor."""
+
+T = TypeVar("T")
+
+MIN_SOFT_SCALE = 5e-4
+"""The smallest scale a ``MINIMIZE_SOFT`` spec accepts (LBO.md, section 2)."""
+
+HEALTHY_GAP = 0.1
+"""How close, as a fraction of the box's width, a moved bound may come to ``healthy``.
+
+When a scheduler moves the ceiling of a ``BOX_ASYMMETRIC`` spec to ``u``, the
+healthy point becomes ``min(healthy, u - HEALTHY_GAP * (u - lower))``: it stays
+where it is while it lies at least 10% of the width below the ceiling, and
+follows the ceiling down after that. Floors mirror the rule.
+"""
+
+
+class ConstraintKind(enum.Enum):
+    """The shape of a constraint, which fixes its parameters and its score.
+
+    | kind | parameters | score |
+    |---|---|---|
+    | `UPPER` | `margin` | `clip((margin - x) / margin, 0, 1)` |
+    | `LOWER` | `margin` | `clip((x - margin) / margin, 0, 1)` |
+    | `BOX` | `lower`, `upper` | 1 at the centre, linear to the bounds, exponential tails |
+    | `BOX_ASYMMETRIC` | `lower`, `healthy`, `upper` | 1 at `healthy`, linear to each bound, tails |
+    | `MINIMIZE_SOFT` | `scale` | `exp(-max(x, 0) / scale)` |
+    | `MINIMIZE_HARD` | `scale` | `1 / (1 + (max(x, 0) / scale) ** 2)` |
+
+    Example:
+        >>> ConstraintKind["BOX_ASYMMETRIC"] is ConstraintKind.BOX_ASYMMETRIC
+        True
+    """
+
+    UPPER = "upper"
+    LOWER = "lower"
+    BOX = "box"
+    BOX_ASYMMETRIC = "box_asymmetric"
+    MINIMIZE_SOFT = "minimize_soft"
+    MINIMIZE_HARD = "minimize_hard"
+
+
+_PARAMETERS: dict[ConstraintKind, frozenset[str]] = {
+    ConstraintKind.UPPER: frozenset({"margin"}),
+    ConstraintKind.LOWER: frozenset({"margin"}),
+    ConstraintKind.BOX: frozenset({"lower", "upper"}),
+    ConstraintKind.BOX_ASYMMETRIC: frozenset({"lower", "upper", "healthy"}),
+    ConstraintKind.MINIMIZE_SOFT: frozenset({"scale"}),
+    ConstraintKind.MINIMIZE_HARD: frozenset({"scale"}),
+}
+_OPTIONAL_PARAMETERS = ("lower", "upper", "healthy", "margin", "scale")
+
+# Which field a scheduled bound moves, per kind and side; a missing entry means
+# the kind has no such bound.
+_BOUND_FIELD: dict[tuple[ConstraintKind, Side], str] = {
+    (ConstraintKind.UPPER, "upper"): "margin",
+    (ConstraintKind.LOWER, "lower"): "margin",
+    (ConstraintKind.BOX, "upper"): "upper",
+    (ConstraintKind.BOX, "lower"): "lower",
+    (ConstraintKind.BOX_ASYMMETRIC, "upper"): "upper",
+    (ConstraintKind.BOX_ASYMMETRIC, "lower"): "lower",
+    (ConstraintKind.MINIMIZE_SOFT, "upper"): "scale",
+    (ConstraintKind.MINIMIZE_HARD, "upper"): "scale",
+}
+
+
+def _to_kind(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return ConstraintKind[value.upper()]
+        except KeyError:
+            return value  # the validator names it
+    return value
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value  # the validator names it
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _to_optional_float(value: Any) -> Any:
+    return None if value is None else _to_float(value)
+
+
+def _to_scale(value: Any) -> Any:
+    return value if value is None or value == "auto" else _to_float(value)
+
+
+def _check_name(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"ConstraintSpec.name must be a non-empty str, got {value!r}")
+
+
+def _check_kind(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, ConstraintKind):
+        names = ", ".join(k.name for k in ConstraintKind)
+        raise ValueError(
+            f"ConstraintSpec {instance.name!r}: kind must be a ConstraintKind or one of "
+            f"{names}, got {value!r}"
+        )
+
+
+def _check_number(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None or (attribute.name == "scale" and value == "auto"):
+        return
+    if not isinstance(value, float):
+        expected = "a number or 'auto'" if attribute.name == "scale" else "a number"
+        raise TypeError(
+            f"ConstraintSpec {instance.name!r}: {attribute.name} must be {expected}, got {value!r}"
+        )
+    if math.isnan(value):
+        raise ValueError(f"ConstraintSpec {instance.name!r}: {attribute.name} is NaN")
+
+
+@attrs.frozen
+class ConstraintSpec:
+    """What a constraint asks of one raw metric, and the score that measures it.
+
+    A spec is immutable and validated when it is made: every parameter its
+    kind needs must be given, no parameter it does not use may be given, and
+    each must be in range. A scheduler that moves a bound makes a new spec with
+    `with_bound`.
+
+    Args:
+        name: The metric's name, used to route observations and in messages.
+        kind: A `ConstraintKind`, or its name as a string (``"box_asymmetric"``).
+        lower: The floor of a ``BOX`` or ``BOX_ASYMMETRIC`` spec (``-inf``
+            allowed for ``BOX_ASYMMETRIC``: no floor).
+        upper: The ceiling of a ``BOX`` or ``BOX_ASYMMETRIC`` spec (``inf``
+            allowed for ``BOX_ASYMMETRIC``: no ceiling).
+        healthy: The value of a ``BOX_ASYMMETRIC`` spec that scores 1.
+        margin: The bound of an ``UPPER`` or ``LOWER`` spec; positive.
+        scale: The scale of a ``MINIMIZE_SOFT`` (at least 5e-4) or
+            ``MINIMIZE_HARD`` (positive) spec, or ``"auto"`` to have a scheduler
+            discover it.
+        steepness: ``k``, how fast a box's score decays outside its bounds.
+
+    Raises:
+        ValueError: A parameter is missing, unused by the kind, NaN or out of
+            range; the message names it.
+        TypeError: A parameter has the wrong type.
+
+    Example:
+        >>> kl = ConstraintSpec("kl_core", "box_asymmetric", lower=100.0,
+        ...                     healthy=3000.0, upper=42358.2)
+        >>> kl.score(3000.0)
+        1.0
+        >>> round(kl.score(42358.2), 4)  # on the ceiling: 1 / (1 + steepness)
+        0.0476
+        >>> kl.violation(45000.0)
+        2641.7999999999956
+        >>> kl.with_bound(3000.0).healthy  # healthy follows the ceiling down
+        2710.0
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    kind: ConstraintKind = attrs.field(converter=_to_kind, validator=_check_kind)
+    lower: float | None = attrs.field(
+        default=None, converter=_to_optional_float, validator=_check_number, kw_only=True
+    )
+    upper: float | None = attrs.field(
+        default=None, converter=_to_optional_float, validator=_check_number, kw_only=True
+    )
+    healthy: float | None = attrs.field(
+        default=None, converter=_to_optional_float, validator=_check_number, kw_only=True
+    )
+    margin: float | None = attrs.field(
+        default=None, converter=_to_optional_float, validator=_check_number, kw_only=True
+    )
+    scale: float | Literal["auto"] | None = attrs.field(
+        default=None, converter=_to_scale, validator=_check_number, kw_only=True
+    )
+    steepness: float = attrs.field(
+        default=20.0, converter=_to_float, validator=_check_number, kw_only=True
+    )
+
+    def __attrs_post_init__(self) -> None:
+        needed = _PARAMETERS[self.kind]
+        for field in _OPTIONAL_PARAMETERS:
+            given = getattr(self, field) is not None
+            if field in needed and not given:
+                raise ValueError(f"ConstraintSpec {self.name!r}: {self.kind.name} needs {field}")
+            if field not in needed and given:
+                raise ValueError(
+                    f"ConstraintSpec {self.name!r}: {self.kind.name} does not use {field} "
+                    f"(got {getattr(self, field)!r}); it takes {', '.join(sorted(needed))}"
+                )
+        if not (math.isfinite(self.steepness) and self.steepness > 0):
+            raise ValueError(
+                f"ConstraintSpec {self.name!r}: steepness must be positive and finite, "
+                f"got {self.steepness!r}"
+            )
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        kind, name = self.kind, self.name
+        if kind in (ConstraintKind.UPPER, ConstraintKind.LOWER):
+            margin = self.margin
+            assert margin is not None
+            if not (math.isfinite(margin) and margin > 0):
+                raise ValueError(
+                    f"ConstraintSpec {name!r}: margin must be positive and finite, got {margin!r}"
+                )
+        elif kind in (ConstraintKind.MINIMIZE_SOFT, ConstraintKind.MINIMIZE_HARD):
+            scale = self.scale
+            if scale == "auto":
+                return
+            assert isinstance(scale, float)
+            least = MIN_SOFT_SCALE if kind is ConstraintKind.MINIMIZE_SOFT else 0.0
+            if not (math.isfinite(scale) and scale > 0 and scale >= least):
+                bound = f">= {least}" if least else "> 0"
+                raise ValueError(
+                    f"ConstraintSpec {name!r}: scale must be finite and {bound} for "
+                    f"{kind.name}, got {scale!r}"
+                )
+        else:
+            lower, upper = self.lower, self.upper
+            assert lower is not None
+            assert upper is not None
+            if kind is ConstraintKind.BOX and not (math.isfinite(lower) and math.isfinite(upper)):
+                raise ValueError(
+                    f"ConstraintSpec {name!r}: BOX needs finite lower and upper, got "
+                    f"lower={lower!r}, upper={upper!r}; use BOX_ASYMMETRIC for one open side"
+                )
+            if lower == math.inf or upper == -math.inf:
+                raise ValueError(
+                    f"ConstraintSpec {name!r}: lower={lower!r}, upper={upper!r} leave no room"
+                )
+            if not lower < upper:
+                raise ValueError(
+                    f"ConstraintSpec {name!r}: lower must be below upper, got "
+                    f"lower={lower!r}, upper={upper!r}"
+                )
+            if kind is ConstraintKind.BOX_ASYMMETRIC:
+                healthy = self.healthy
+                assert healthy is not None
+                if not (math.isfinite(healthy) and lower < healthy < upper):
+                    raise ValueError(
+                        f"ConstraintSpec {name!r}: healthy must lie strictly between lower and "
+                        f"upper, got lower={lower!r}, healthy={healthy!r}, upper={upper!r}"
+                    )
+
+    # -- scores ---------------------------------------------------------------
+
+    @overload
+    def score(self, x: float) -> float: ...
+    @overload
+    def score(self, x: T) -> T: ...
+    def score(self, x: Any) -> Any:
+        """Score ``x`` in ``[0, 1]``: 1 is fully satisfied, 0 is dead.
+
+        Works on Python numbers (returns a float), numpy arrays and any other
+        array-API array, such as torch tensors, element-wise and differentiably.
+        The box kinds are continuous and strictly decreasing in the distance
+        from the healthy point (see `ConstraintKind`).
+
+        Args:
+            x: The raw metric: a number or an array.
+
+        Returns:
+            The score, of the same type and shape as ``x``.
+
+        Raises:
+            ValueError: The spec's scale is still ``"auto"``.
+
+        Example:
+            >>> ConstraintSpec("mse", "minimize_soft", scale=0.5).score(0.0)
+            1.0
+        """
+        return _apply(self._score, x)
+
+    @overload
+    def violation(self, x: float) -> float: ...
+    @overload
+    def violation(self, x: T) -> T: ...
+    def violation(self, x: Any) -> Any:
+        """How far ``x`` lies outside the spec's bounds: 0 inside, positive outside.
+
+        This is the ``g(x) <= 0`` form a Lagrangian or penalty method needs
+        (``g = violation``). For ``UPPER`` and ``LOWER`` the bound is the
+        margin; for the ``MINIMIZE`` kinds it is the scale (the level the
+        metric is pushed below).
+
+        Args:
+            x: The raw metric: a number or an array.
+
+        Returns:
+            The non-negative distance outside the bounds, like ``x``.
+
+        Example:
+            >>> ConstraintSpec("kl", "upper", margin=3000.0).violation(3500.0)
+            500.0
+        """
+        return _apply(self._violation, x)
+
+    def _score(self, xp: Any, x: Any) -> Any:
+        kind = self.kind
+        if kind is ConstraintKind.UPPER:
+            return _scores.upper_score(xp, x, self._float("margin"))
+        if kind is ConstraintKind.LOWER:
+            return _scores.lower_score(xp, x, self._float("margin"))
+        if kind is ConstraintKind.MINIMIZE_SOFT:
+            return _scores.minimize_soft_score(xp, x, self._float("scale"))
+        if kind is ConstraintKind.MINIMIZE_HARD:
+            return _scores.minimize_hard_score(xp, x, self._float("scale"))
+        lower, upper = self._float("lower"), self._float("upper")
+        if kind is ConstraintKind.BOX:
+            d = _scores.box_distance(xp, x, lower, upper)
+        else:
+            d = _scores.asymmetric_distance(xp, x, lower, self._float("healthy"), upper)
+        return _scores.box_profile(xp, d, self.steepness)
+
+    def _violation(self, xp: Any, x: Any) -> Any:
+        kind = self.kind
+        if kind is ConstraintKind.UPPER:
+            return _scores.excess(xp, x, -math.inf, self._float("margin"))
+        if kind is ConstraintKind.LOWER:
+            return _scores.excess(xp, x, self._float("margin"), math.inf)
+        if kind in (ConstraintKind.MINIMIZE_SOFT, ConstraintKind.MINIMIZE_HARD):
+            return _scores.excess(xp, x, -math.inf, self._float("scale"))
+        return _scores.excess(xp, x, self._float("lower"), self._float("upper"))
+
+    def _float(self, field: str) -> float:
+        value = getattr(self, field)
+        if value == "auto":
+            raise ValueError(
+                f"ConstraintSpec {self.name!r}: scale is 'auto' and has not been discovered "
+                "yet; run a ConstraintScheduler over it or give a number"
+            )
+        return float(value)
+
+    # -- bounds ---------------------------------------------------------------
+
+    def bound(self, side: Side = "upper") -> float:
+        """The value of the bound a scheduler moves on ``side``.
+
+        Args:
+            side: ``"upper"`` for the ceiling (``upper``, an ``UPPER`` margin or
+                a ``MINIMIZE`` scale), ``"lower"`` for the floor (``lower`` or a
+                ``LOWER`` margin).
+
+        Returns:
+            The bound as a float; ``inf`` for an ``"auto"`` scale.
+
+        Raises:
+            ValueError: The kind has no bound on that side.
+
+        Example:
+            >>> ConstraintSpec("kl", "box", lower=0.0, upper=1e9).bound("upper")
+            1000000000.0
+        """
+        value = getattr(self, bound_field(self.kind, side, self.name))
+        return math.inf if value == "auto" else float(value)
+
+    def with_bound(self, value: float, side: Side = "upper") -> ConstraintSpec:
+        """A copy of this spec with the bound on ``side`` moved to ``value``.
+
+        For ``BOX_ASYMMETRIC`` the healthy point follows a ceiling that comes
+        within ``HEALTHY_GAP`` (10%) of the box's width of it, and likewise a
+        floor, so that every bound that leaves the box non-empty gives a valid
+        spec (the original divided by zero at a ceiling equal to ``healthy``).
+
+        Args:
+            value: The new bound.
+            side: ``"upper"`` or ``"lower"``, as in `bound`.
+
+        Returns:
+            The new spec.
+
+        Raises:
+            ValueError: The kind has no bound on that side, or ``value`` leaves
+                no valid spec (a ceiling at or below a box's floor, a
+                non-positive margin or scale).
+
+        Example:
+            >>> spec = ConstraintSpec("kl", "box_asymmetric", lower=100.0,
+            ...                       healthy=3000.0, upper=1e9)
+            >>> spec.with_bound(13000.0).upper
+            13000.0
+        """
+        field = bound_field(self.kind, side, self.name)
+        value = float(value)
+        changes: dict[str, Any] = {field: value}
+        if self.kind is ConstraintKind.BOX_ASYMMETRIC:
+            lower, healthy, upper = (self._float(f) for f in ("lower", "healthy", "upper"))
+            if side == "upper" and value > lower:
+                changes["healthy"] = min(healthy, value - HEALTHY_GAP * (value - lower))
+            elif side == "lower" and value < upper:
+                changes["healthy"] = max(healthy, value + HEALTHY_GAP * (upper - value))
+        return attrs.evolve(self, **changes)
+
+
+def bound_field(kind: ConstraintKind, side: str, name: str = "?") -> str:
+    """The spec field that a bound on ``side`` moves, or a ValueError naming the mismatch."""
+    field = _BOUND_FIELD.get((kind, side))  # type: ignore[arg-type]
+    if field is None:
+        if side not in ("upper", "lower"):
+            raise ValueError(f"bound must be 'upper' or 'lower', got {side!r}")
+        raise ValueError(
+            f"ConstraintSpec {name!r}: a {kind.name} spec has no {side} bound to schedule"
+        )
+    return field
+
+
+def admissible(spec: ConstraintSpec, side: Side, value: float) -> bool:
+    """Whether moving ``spec``'s bound on ``side`` to ``value`` gives a valid spec."""
+    if not math.isfinite(value):
+        return False
+    try:
+        spec.with_bound(value, side)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _apply(fn: Any, x: Any) -> Any:
+    if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
+        return float(fn(np, np.asarray(float(x), dtype=np.float64)))
+    return fn(array_namespace(x), x)
