@@ -26,7 +26,7 @@ class Event:
     Example:
         >>> e = Squeezed(constraint="kl", epoch=3, old=42358.2, new=13000.0, proposed=13000.0)
         >>> e.kind, e.message
-        ('squeezed', 'kl: ceiling squeezed 42,358.2 -> 13,000 (epoch 3)')
+        ('squeezed', 'kl: squeezed ceiling 42,358.2 -> 13,000 (epoch 3)')
     """
 
     kind: ClassVar[str] = "event"

@@ -434,7 +434,7 @@ class ConstraintScheduler:
                         },
                     )
                 )
-        elif mode != _NO_STAT:
+        else:
             window = r.numbers("window", n)
         counts = [
             _state.Reader({"c": c}, f"{path}.state.counts[{i}]").integer("c")

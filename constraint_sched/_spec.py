@@ -22,12 +22,16 @@ MIN_SOFT_SCALE = 5e-4
 """The smallest scale a ``MINIMIZE_SOFT`` spec accepts (LBO.md, section 2)."""
 
 HEALTHY_GAP = 0.1
-"""How close, as a fraction of the box's width, a moved bound may come to ``healthy``.
+"""How close, as a fraction of the local scale, a moved bound may come to ``healthy``.
 
 When a scheduler moves the ceiling of a ``BOX_ASYMMETRIC`` spec to ``u``, the
-healthy point becomes ``min(healthy, u - HEALTHY_GAP * (u - lower))``: it stays
-where it is while it lies at least 10% of the width below the ceiling, and
-follows the ceiling down after that. Floors mirror the rule.
+healthy point becomes ``min(healthy, u - HEALTHY_GAP * s)``, where the local
+scale ``s`` is the box's width ``u - lower`` capped at ``max(|u|, |healthy|)``
+(so a far "no floor" such as -1e9 does not drag healthy away). Healthy stays
+where it is while it lies that far below the ceiling, and follows the ceiling
+down after that; it always stays strictly inside the box. Floors mirror the
+rule. For the seed's KL goal (lower 100, healthy 3000) a ceiling of 3000 puts
+healthy at 2710.
 """
 
 
@@ -166,8 +170,8 @@ class ConstraintSpec:
         1.0
         >>> round(kl.score(42358.2), 4)  # on the ceiling: 1 / (1 + steepness)
         0.0476
-        >>> kl.violation(45000.0)
-        2641.7999999999956
+        >>> round(kl.violation(45000.0), 1)
+        2641.8
         >>> kl.with_bound(3000.0).healthy  # healthy follows the ceiling down
         2710.0
     """
@@ -375,9 +379,10 @@ class ConstraintSpec:
         """A copy of this spec with the bound on ``side`` moved to ``value``.
 
         For ``BOX_ASYMMETRIC`` the healthy point follows a ceiling that comes
-        within ``HEALTHY_GAP`` (10%) of the box's width of it, and likewise a
-        floor, so that every bound that leaves the box non-empty gives a valid
-        spec (the original divided by zero at a ceiling equal to ``healthy``).
+        within ``HEALTHY_GAP`` (10%) of the box's local scale of it, and
+        likewise a floor, so that every bound that leaves the box non-empty
+        gives a valid spec (the original divided by zero at a ceiling equal to
+        ``healthy``).
 
         Args:
             value: The new bound.
@@ -402,10 +407,16 @@ class ConstraintSpec:
         changes: dict[str, Any] = {field: value}
         if self.kind is ConstraintKind.BOX_ASYMMETRIC:
             lower, healthy, upper = (self._float(f) for f in ("lower", "healthy", "upper"))
-            if side == "upper" and value > lower:
-                changes["healthy"] = min(healthy, value - HEALTHY_GAP * (value - lower))
-            elif side == "lower" and value < upper:
-                changes["healthy"] = max(healthy, value + HEALTHY_GAP * (upper - value))
+            other = lower if side == "upper" else upper
+            width = abs(value - other)
+            if width > 0:  # otherwise the box is empty: evolve's validation names it
+                scale = min(width, max(abs(value), abs(healthy)))
+                if not (math.isfinite(scale) and scale > 0):
+                    scale = min(width, 1.0)
+                if side == "upper" and value > lower:
+                    changes["healthy"] = min(healthy, value - HEALTHY_GAP * scale)
+                elif side == "lower" and value < upper:
+                    changes["healthy"] = max(healthy, value + HEALTHY_GAP * scale)
         return attrs.evolve(self, **changes)
 
 
