@@ -60,7 +60,9 @@ def test_unknown_names_and_duplicates_are_errors() -> None:
     with pytest.raises(ValueError, match="spec 'x' is in both 'x' and 'other'"):
         SchedulerCollection([a, b])
     with pytest.raises(ValueError, match="two schedulers are named 'x'"):
-        SchedulerCollection([a, ConstraintScheduler(ConstraintSpec("y", "upper", margin=1.0), name="x")])
+        SchedulerCollection(
+            [a, ConstraintScheduler(ConstraintSpec("y", "upper", margin=1.0), name="x")]
+        )
     with pytest.raises(TypeError, match=r"schedulers\[0\] must be a ConstraintScheduler"):
         SchedulerCollection(["x"])  # type: ignore[list-item]
 

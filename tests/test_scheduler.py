@@ -21,8 +21,8 @@ from constraint_sched import (
     Held,
     HoldPhase,
     Phase,
-    SqueezeSchedule,
     Squeezed,
+    SqueezeSchedule,
 )
 
 

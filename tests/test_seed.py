@@ -17,8 +17,8 @@ from constraint_sched import (
     DiscoveryExtended,
     Held,
     Phase,
-    SqueezeSchedule,
     Squeezed,
+    SqueezeSchedule,
 )
 
 

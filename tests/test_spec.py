@@ -108,7 +108,9 @@ def test_score_keeps_the_type_and_shape_of_its_input() -> None:
     assert isinstance(scores, np.ndarray)
     assert scores.shape == (2, 2)
     assert scores.dtype == np.float32
-    np.testing.assert_allclose(scores, [[spec.score(float(v)) for v in row] for row in values], rtol=1e-6)
+    np.testing.assert_allclose(
+        scores, [[spec.score(float(v)) for v in row] for row in values], rtol=1e-6
+    )
 
 
 def test_auto_scale_cannot_score_until_discovered() -> None:
@@ -149,7 +151,9 @@ def test_violation_is_the_distance_outside_the_bounds(
         ("minimize_hard", "upper", "scale"),
     ],
 )
-def test_bound_reads_and_with_bound_moves_the_scheduled_field(kind: str, side: str, field: str) -> None:
+def test_bound_reads_and_with_bound_moves_the_scheduled_field(
+    kind: str, side: str, field: str
+) -> None:
     params = {
         "upper": dict(margin=10.0), "lower": dict(margin=10.0), "box": dict(lower=0.0, upper=10.0),
         "minimize_soft": dict(scale=10.0), "minimize_hard": dict(scale=10.0),
@@ -163,7 +167,12 @@ def test_bound_reads_and_with_bound_moves_the_scheduled_field(kind: str, side: s
 
 @pytest.mark.parametrize(
     ("kind", "side"),
-    [("upper", "lower"), ("lower", "upper"), ("minimize_soft", "lower"), ("minimize_hard", "lower")],
+    [
+        ("upper", "lower"),
+        ("lower", "upper"),
+        ("minimize_soft", "lower"),
+        ("minimize_hard", "lower"),
+    ],
 )
 def test_kinds_without_that_bound_refuse_to_move_it(kind: str, side: str) -> None:
     params = dict(margin=1.0) if kind in ("upper", "lower") else dict(scale=1.0)

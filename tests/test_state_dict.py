@@ -162,7 +162,9 @@ def test_a_different_configuration_is_never_silently_adopted() -> None:
     other = ConstraintScheduler(
         kl_specs(), squeeze=SqueezeSchedule.linear(3000.0, epochs=5), backoff=Backoff()
     )
-    with pytest.raises(ValueError, match=r"config.squeeze.epochs was saved as None but this scheduler has 5"):
+    with pytest.raises(
+        ValueError, match=r"config.squeeze.epochs was saved as None but this scheduler has 5"
+    ):
         other.load_state_dict(saved)
 
 
