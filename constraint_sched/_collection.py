@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, SupportsFloat
 
 from constraint_sched import _state
 from constraint_sched._events import Event
@@ -106,7 +106,7 @@ class SchedulerCollection:
         """Every spec by name, with its current bound applied."""
         return {s.name: s for scheduler in self for s in scheduler.specs}
 
-    def observe(self, values: Mapping[str, Any]) -> None:
+    def observe(self, values: Mapping[str, SupportsFloat]) -> None:
         """Record an accepted step's values, ``{spec name: value}``, each to its scheduler.
 
         Raises:

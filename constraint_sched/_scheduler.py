@@ -6,7 +6,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, SupportsFloat
 
 import attrs
 
@@ -233,7 +233,11 @@ class ConstraintScheduler:
 
     # -- the hot path ---------------------------------------------------------
 
-    def observe(self, name_or_value: Any, value: Any = _MISSING) -> None:
+    def observe(
+        self,
+        name_or_value: str | SupportsFloat | Mapping[str, SupportsFloat],
+        value: SupportsFloat = _MISSING,
+    ) -> None:
         """Record the metric of an accepted step.
 
         Three forms: ``observe(value)`` when the scheduler has one spec,
@@ -267,7 +271,7 @@ class ConstraintScheduler:
         else:
             self._observe(self._lookup(name_or_value), value)
 
-    def _observe(self, i: int, value: Any) -> None:
+    def _observe(self, i: int, value: SupportsFloat) -> None:
         try:
             x = float(value)
         except (TypeError, ValueError):
