@@ -82,9 +82,11 @@ class DiscoveryPhase:
     discovery window, widened by ``headroom`` as a fraction of its magnitude:
     ``s + headroom * |s|`` for a ceiling, ``s - headroom * |s|`` for a floor,
     so a ceiling with headroom still contains every observation when the metric
-    is negative. ``"max"`` and ``"min"`` are exact; ``"median"`` and
-    ``"quantile"`` use the P-square estimator (O(1) memory, exact up to five
-    observations, an estimate beyond).
+    is negative. ``"max"`` and ``"min"`` are exact. ``"median"`` and
+    ``"quantile"`` are computed from a bounded uniform sample of each spec's
+    observations (``reservoir`` values, O(1) memory): exact up to that many
+    observations, an estimate from a uniform random sample beyond (seeded, so
+    runs repeat and restore exactly).
 
     Discovery lasts at least ``epochs`` epochs that saw a valid observation; an
     epoch that saw none extends it (with a `DiscoveryExtended` event) and never
@@ -101,10 +103,11 @@ class DiscoveryPhase:
         headroom: Non-negative widening, a fraction of the statistic's magnitude.
         plateau: Relative growth per epoch below which discovery may end.
         max_epochs: The most epochs with data discovery may last; needs ``plateau``.
+        reservoir: How many observations per spec the median/quantile sample keeps.
 
     Example:
         >>> DiscoveryPhase()
-        DiscoveryPhase(epochs=1, statistic='max', headroom=0.0, quantile=None, plateau=None, max_epochs=None)
+        DiscoveryPhase(epochs=1, statistic='max', headroom=0.0, quantile=None, plateau=None, max_epochs=None, reservoir=1024)
         >>> DiscoveryPhase(epochs=1, plateau=0.05, max_epochs=4).max_epochs
         4
     """  # noqa: E501
@@ -124,6 +127,7 @@ class DiscoveryPhase:
         default=None, validator=_number_in("DiscoveryPhase", 0.0, math.inf, high_open=True)
     )
     max_epochs: int | None = attrs.field(default=None, validator=_positive_int("DiscoveryPhase"))
+    reservoir: int = attrs.field(default=1024, validator=_positive_int("DiscoveryPhase"))
 
     def __attrs_post_init__(self) -> None:
         if (self.statistic == "quantile") != (self.quantile is not None):

@@ -13,7 +13,7 @@ import attrs
 from constraint_sched import _state
 from constraint_sched._events import EpochStats, Event
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
-from constraint_sched._quantile import P2Quantile
+from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
 from constraint_sched._spec import MIN_SOFT_SCALE, ConstraintKind, ConstraintSpec, Side, bound_field
 from constraint_sched._transitions import Config, EpochSummary, State, aggregate, transition
@@ -142,6 +142,7 @@ class ConstraintScheduler:
         self._original = tuple(spec_list)
         self._names = tuple(s.name for s in spec_list)
         self._index = {n: i for i, n in enumerate(self._names)}
+        self._single = len(self._names) == 1
         self._callbacks: list[Callback] = list(callbacks)
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
@@ -256,20 +257,25 @@ class ConstraintScheduler:
                 when the scheduler has several specs.
             ValueError: A non-finite value with ``nonfinite="raise"``.
         """
+        # The dispatch is ordered for speed: this is the training loop's hot path.
         if value is _MISSING:
-            if type(name_or_value) is not float and isinstance(name_or_value, Mapping):
-                for key, item in name_or_value.items():
-                    self._observe(self._lookup(key), item)
+            kind = type(name_or_value)
+            if kind is dict or (kind is not float and isinstance(name_or_value, Mapping)):
+                index = self._index
+                for key, item in name_or_value.items():  # type: ignore[union-attr]
+                    i = index.get(key)
+                    self._observe(self._lookup(key) if i is None else i, item)
                 return
-            if len(self._names) != 1 or isinstance(name_or_value, str):
+            if not self._single:
                 raise TypeError(
                     f"ConstraintScheduler {self.name!r}: observe(value) needs exactly one spec; "
                     f"this one has {list(self._names)}: use observe(name, value) or "
                     "observe({name: value})"
                 )
-            self._observe(0, name_or_value)
+            self._observe(0, name_or_value)  # type: ignore[arg-type]
         else:
-            self._observe(self._lookup(name_or_value), value)
+            i = self._index.get(name_or_value)  # type: ignore[arg-type]
+            self._observe(self._lookup(name_or_value) if i is None else i, value)
 
     def _observe(self, i: int, value: SupportsFloat) -> None:
         try:
@@ -299,7 +305,7 @@ class ConstraintScheduler:
             if x < self._window[i]:
                 self._window[i] = x
         elif mode == _QUANTILE:
-            self._quantiles[i].add(x)
+            self._reservoirs[i].add(x)
 
     def reject(self, count: int = 1) -> None:
         """Count ``count`` rejected steps (steps rolled back; their values are not observed)."""
@@ -353,7 +359,7 @@ class ConstraintScheduler:
         st = self._st
         window: list[Any]
         if self._mode == _QUANTILE:
-            window = [q.state() for q in self._quantiles]
+            window = [r.state() for r in self._reservoirs]
         else:
             window = [_state.encode_float(v) for v in self._window]
         return {
@@ -416,28 +422,22 @@ class ConstraintScheduler:
                 f"{path}.state.bound: a {st.phase.name} bound must be finite, got {st.bound}"
             )
         mode = self._mode_for(st.phase)
-        quantiles: list[P2Quantile] = []
+        reservoirs: list[Reservoir] = []
         window = [self._window_start()] * n
         if mode == _QUANTILE:
             for i, item in enumerate(r.items("window", n)):
-                q = _state.Reader(item, f"{path}.state.window[{i}]")
-                heights = q.numbers("heights")
-                count = q.integer("count")
-                if len(heights) != min(count, 5):
-                    raise ValueError(
-                        f"{path}.state.window[{i}]: {count} values but {len(heights)} heights"
-                    )
-                quantiles.append(
-                    P2Quantile.from_state(
-                        self._quantile_level(),
-                        {
-                            "count": count,
-                            "heights": heights,
-                            "positions": q.numbers("positions", 5),
-                            "desired": q.numbers("desired", 5),
-                        },
-                    )
-                )
+                where = f"{path}.state.window[{i}]"
+                q = _state.Reader(item, where)
+                reservoir = self._new_reservoir(i)
+                values = q.numbers("values")
+                count, following = q.integer("count"), q.integer("next")
+                if len(values) != min(count, reservoir.size):
+                    raise ValueError(f"{where}: {count} observations but {len(values)} values")
+                rng = q.data.get("rng")
+                if not (isinstance(rng, str) and rng.isdigit() and int(rng) < 2**64):
+                    raise ValueError(f"{where}.rng: expected a 64-bit integer string, got {rng!r}")
+                reservoir.restore(count, values, int(rng), q.number("w"), following)
+                reservoirs.append(reservoir)
         else:
             window = r.numbers("window", n)
         counts = [
@@ -467,7 +467,7 @@ class ConstraintScheduler:
         self._commit(st)
         self._mode = mode
         self._window = window
-        self._quantiles = quantiles
+        self._reservoirs = reservoirs
         self._window_observations = window_observations
         self._counts = counts
         self._nonfinite, self._violations, self._rejects = nonfinite, violations, rejects
@@ -498,14 +498,16 @@ class ConstraintScheduler:
         assert level is not None
         return level
 
+    def _new_reservoir(self, i: int) -> Reservoir:
+        size = self._cfg.discovery.reservoir
+        return Reservoir(size, seed_for(f"{self._cfg.name}/{self._names[i]}"))
+
     def _reset_window(self) -> None:
         self._mode = self._mode_for(self._st.phase)
         n = len(self._names)
         self._window = [self._window_start()] * n
-        self._quantiles = (
-            [P2Quantile(self._quantile_level()) for _ in range(n)]
-            if self._mode == _QUANTILE
-            else []
+        self._reservoirs = (
+            [self._new_reservoir(i) for i in range(n)] if self._mode == _QUANTILE else []
         )
 
     def _reset_epoch(self) -> None:
@@ -516,7 +518,8 @@ class ConstraintScheduler:
 
     def _window_values(self) -> dict[str, float]:
         if self._mode == _QUANTILE:
-            values = [q.value() for q in self._quantiles]
+            level = self._quantile_level()
+            values = [r.quantile(level) for r in self._reservoirs]
             return {n: v for n, v in zip(self._names, values, strict=True) if v is not None}
         return {n: v for n, v in zip(self._names, self._window, strict=True) if math.isfinite(v)}
 

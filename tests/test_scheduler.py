@@ -64,11 +64,25 @@ def test_discovery_statistics(discovery: DiscoveryPhase, expected: float) -> Non
     assert sched.bound == pytest.approx(expected)
 
 
-def test_median_of_a_long_stream_is_close_to_the_true_median() -> None:
-    sched = ceiling(discovery=DiscoveryPhase(statistic="median"))
-    values = [float((i * 7919) % 1000) for i in range(5000)]  # a permutation-like spread
+def test_median_is_exact_up_to_the_reservoir_size() -> None:
+    sched = ceiling(discovery=DiscoveryPhase(statistic="median", reservoir=200))
+    values = [float((i * 37) % 200) for i in range(200)]  # 0..199 shuffled
     feed(sched, values)
-    assert sched.bound == pytest.approx(499.5, abs=10.0)
+    assert sched.bound == 99.5
+
+
+def test_median_of_a_long_stream_is_estimated_from_a_uniform_sample() -> None:
+    sched = ceiling(discovery=DiscoveryPhase(statistic="median", reservoir=512))
+    values = [float((i * 7919) % 1000) for i in range(50_000)]  # a permutation-like spread
+    feed(sched, values)
+    assert sched.bound == pytest.approx(499.5, abs=40.0)  # ~2 standard errors of a 512 sample
+
+
+def test_a_late_surge_still_reaches_a_sampled_quantile() -> None:
+    """The sample stays uniform over the whole stream, not only its start."""
+    sched = ceiling(discovery=DiscoveryPhase(statistic="quantile", quantile=0.9, reservoir=256))
+    feed(sched, [1.0] * 10_000 + [100.0] * 10_000)
+    assert sched.bound == 100.0
 
 
 def test_headroom_on_a_negative_ceiling_still_contains_every_observation() -> None:

@@ -57,10 +57,12 @@ def test_a_restored_clone_behaves_identically_forever_after(split: int) -> None:
     assert drive(clone, 16 - split, split) == drive(original, 16 - split, split)
 
 
-def test_quantile_discovery_state_restores_exactly() -> None:
+@pytest.mark.parametrize("reservoir", [1024, 16], ids=["exact", "sampled"])
+def test_quantile_discovery_state_restores_exactly(reservoir: int) -> None:
     def make() -> ConstraintScheduler:
         spec = ConstraintSpec("mse", "minimize_soft", scale="auto")
-        return ConstraintScheduler(spec, discovery=DiscoveryPhase(statistic="median", epochs=2))
+        phase = DiscoveryPhase(statistic="median", epochs=2, reservoir=reservoir)
+        return ConstraintScheduler(spec, discovery=phase)
 
     original = make()
     for i in range(137):
@@ -124,6 +126,7 @@ def _delete(path: str) -> Mutation:
         pytest.param(_set("state.counts", [1]), r"state_dict.state.counts: expected a list of 2", id="counts"),
         pytest.param(_set("state.window", [1.0, "x"]), r"state_dict.state.window\[1\]: expected a number", id="window"),
         pytest.param(_set("state.fresh_squeeze", 1), r"fresh_squeeze: expected true or false", id="flag"),
+        pytest.param(_set("state.counts", [1, -1]), r"state_dict.state.counts\[1\]", id="negative-count"),
         pytest.param(_set("state", []), r"state_dict.state: expected a mapping", id="state-type"),
         pytest.param(_set("config.squeeze.target", 2500.0), r"config.squeeze.target was saved as 2500.0 but this scheduler has 3000.0", id="config-target"),
         pytest.param(_set("config.specs", []), r"config.specs was saved as \[\]", id="config-specs"),

@@ -1,0 +1,239 @@
+"""The distribution as users get it: the wheel's contents and metadata, and a torch-free core.
+
+These tests look at the installed package, not the source tree: the wheel maps
+the top-level ``adapters/`` directory to ``constraint_sched.adapters``, which
+only exists once installed. Every subprocess therefore runs outside the
+repository root. Install first with ``pip install .``.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.parser
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO_ROOT = Path(__file__).parents[1]
+CORE_DEPENDENCIES = {"numpy", "attrs", "array-api-compat"}
+
+
+def _project_version() -> str:
+    text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    project = text.split("[project]", 1)[1]
+    match = re.search(r'^version\s*=\s*"([^"]+)"', project, flags=re.MULTILINE)
+    assert match is not None, "pyproject.toml: no version in [project]"
+    return match.group(1)
+
+
+def _run_installed(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with ``python -c`` in ``cwd``, away from the source tree."""
+    env = dict(os.environ)
+    root = REPO_ROOT.resolve()
+    kept = [
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != root
+    ]
+    if kept:
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode} (is the package installed? `pip install .`)\n"
+        f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
+    return proc
+
+
+# -- the wheel ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if importlib.util.find_spec("hatchling") is None:
+        pytest.skip(
+            "hatchling is not installed (it is in the `test` extra): "
+            "the wheel cannot be built without build isolation"
+        )
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(REPO_ROOT),
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    wheels = sorted(out.glob("*.whl"))
+    assert len(wheels) == 1, f"expected one wheel, got {wheels}"
+    return wheels[0]
+
+
+def _metadata(whl: Path) -> email.message.Message:
+    with zipfile.ZipFile(whl) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.parser.Parser().parsestr(zf.read(name).decode("utf-8"))
+
+
+@pytest.mark.slow
+def test_wheel_top_level_is_only_the_package(wheel: Path) -> None:
+    version = _project_version()
+    with zipfile.ZipFile(wheel) as zf:
+        top = {name.split("/", 1)[0] for name in zf.namelist()}
+    assert top == {"constraint_sched", f"constraint_sched-{version}.dist-info"}
+    assert "adapters" not in top
+
+
+@pytest.mark.slow
+def test_wheel_ships_adapters_namespace_and_py_typed(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    assert "constraint_sched/adapters/__init__.py" in names
+    assert "constraint_sched/py.typed" in names
+    assert "constraint_sched/__init__.py" in names
+
+
+@pytest.mark.slow
+def test_wheel_metadata(wheel: Path) -> None:
+    meta = _metadata(wheel)
+    assert meta["Name"] == "constraint-sched"
+    assert meta["Version"] == _project_version()
+    assert "Typing :: Typed" in (meta.get_all("Classifier") or [])
+    assert "torch" in (meta.get_all("Provides-Extra") or [])
+
+    requirements = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
+    unconditional = {canonicalize_name(r.name) for r in requirements if r.marker is None}
+    assert unconditional == CORE_DEPENDENCIES
+
+    extras = [e for e in meta.get_all("Provides-Extra") or [] if e != "torch"]
+    torch_requirements = [r for r in requirements if canonicalize_name(r.name) == "torch"]
+    assert torch_requirements, "the torch extra should require torch"
+    for req in torch_requirements:
+        assert req.marker is not None, f"{req} is not behind an extra"
+        assert req.marker.evaluate({"extra": "torch"}), f"{req} is not in the torch extra"
+        for extra in ["", *extras]:
+            assert not req.marker.evaluate({"extra": extra}), f"{req} also applies to {extra!r}"
+
+
+# -- the installed core never imports torch -------------------------------------------------
+
+
+def test_import_does_not_load_torch(tmp_path: Path) -> None:
+    _run_installed(
+        """
+        import sys
+        import constraint_sched
+        assert "torch" not in sys.modules, "import constraint_sched loaded torch"
+        """,
+        tmp_path,
+    )
+
+
+def test_every_core_submodule_is_torch_free(tmp_path: Path) -> None:
+    proc = _run_installed(
+        """
+        import importlib
+        import pkgutil
+        import sys
+
+        import constraint_sched
+
+        # walk_packages imports each package it recurses into: never walk the
+        # adapters, whose subpackages import their framework. A __main__ module
+        # runs its program when imported: leave it out too.
+        def wanted(name):
+            return name.rpartition(".")[2] != "__main__"
+
+        names = []
+        for info in pkgutil.iter_modules(constraint_sched.__path__, "constraint_sched."):
+            if info.name == "constraint_sched.adapters" or not wanted(info.name):
+                continue
+            names.append(info.name)
+            module = importlib.import_module(info.name)
+            if info.ispkg:
+                names += [
+                    sub.name
+                    for sub in pkgutil.walk_packages(module.__path__, info.name + ".")
+                    if wanted(sub.name)
+                ]
+        for name in names:
+            importlib.import_module(name)
+            assert "torch" not in sys.modules, f"importing {name} loaded torch"
+        print("\\n".join(names))
+        """,
+        tmp_path,
+    )
+    imported = set(proc.stdout.split())
+    assert {"constraint_sched._scheduler", "constraint_sched._spec"} <= imported
+    assert not any(name.startswith("constraint_sched.adapters") for name in imported)
+
+
+def test_scoring_floats_and_arrays_is_torch_free(tmp_path: Path) -> None:
+    _run_installed(
+        """
+        import sys
+
+        import numpy as np
+
+        from constraint_sched import ConstraintSpec
+
+        spec = ConstraintSpec("kl", "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
+        one = spec.score(2500.0)
+        many = spec.score(np.array([50.0, 2500.0, 3000.0, 2e9]))
+        assert np.shape(many) == (4,), many
+        assert np.isclose(float(one), float(many[1])), (one, many)
+        spec.violation(2500.0)
+        spec.violation(np.array([50.0, 2e9]))
+        assert "torch" not in sys.modules, "scoring loaded torch"
+        """,
+        tmp_path,
+    )
+
+
+def test_installed_adapters_namespace_imports(tmp_path: Path) -> None:
+    proc = _run_installed(
+        """
+        import sys
+        from pathlib import Path
+
+        import constraint_sched
+        import constraint_sched.adapters as adapters
+
+        package = Path(constraint_sched.__file__).parent
+        assert Path(adapters.__file__).parent == package / "adapters", adapters.__file__
+        assert adapters.__doc__
+        assert "adapters" not in sys.modules, "a top-level adapters module was imported"
+        print(adapters.__file__)
+        """,
+        tmp_path,
+    )
+    assert Path(proc.stdout.strip()).parts[-3:] == ("constraint_sched", "adapters", "__init__.py")
