@@ -29,7 +29,7 @@ class SchedulerCollection:
     Raises:
         ValueError: Two schedulers share a name, or two specs share a name.
 
-    Example:
+    Examples:
         >>> from constraint_sched import ConstraintSpec, ConstraintScheduler
         >>> mse = ConstraintSpec("mse", "minimize_soft", scale="auto")
         >>> kl = ConstraintSpec("kl", "upper", margin=1e9)

@@ -23,7 +23,7 @@ class Event:
     it), with the ``old`` bound it replaces. ``kind`` is a short stable name
     for logs and JSON.
 
-    Example:
+    Examples:
         >>> e = Squeezed(constraint="kl", epoch=3, old=42358.2, new=13000.0, proposed=13000.0)
         >>> e.kind, e.message
         ('squeezed', 'kl: squeezed ceiling 42,358.2 -> 13,000 (epoch 3)')
@@ -133,15 +133,30 @@ class BackedOff(Event):
 
 @attrs.frozen
 class Converged(Event):
-    """The bound reached its target (``early``: discovery already found it there)."""
+    """The bound is final.
+
+    ``reason`` says why: ``"target"`` (a squeeze reached the target),
+    ``"early"`` (discovery already found the bound at or past the target, so
+    the bound is the target) or ``"no_squeeze"`` (no squeeze schedule: the
+    discovered bound is kept).
+    """
 
     kind: ClassVar[str] = "converged"
-    early: bool = attrs.field(default=False, kw_only=True)
+    reason: str = attrs.field(default="target", kw_only=True)
+
+    @property
+    def early(self) -> bool:
+        """Whether discovery already found the bound at or past the target."""
+        return self.reason == "early"
 
     @property
     def message(self) -> str:
         """One line for a log."""
-        how = "already at its target after discovery" if self.early else "at its target"
+        how = {
+            "target": "at its target",
+            "early": "already at its target after discovery",
+            "no_squeeze": "is final (no squeeze schedule)",
+        }.get(self.reason, self.reason)
         return (
             f"{self.constraint}: converged, {self.bound_name} {_fmt(self.new)} {how} "
             f"(epoch {self.epoch})"

@@ -19,7 +19,7 @@ class Phase(enum.Enum):
     is what discovery found), ``SQUEEZE`` (tightened along a schedule towards a
     target), ``CONVERGED`` (at the target, or nothing left to do).
 
-    Example:
+    Examples:
         >>> Phase.HOLD.value < Phase.SQUEEZE.value
         True
     """
@@ -105,7 +105,7 @@ class DiscoveryPhase:
         max_epochs: The most epochs with data discovery may last; needs ``plateau``.
         reservoir: How many observations per spec the median/quantile sample keeps.
 
-    Example:
+    Examples:
         >>> DiscoveryPhase()
         DiscoveryPhase(epochs=1, statistic='max', headroom=0.0, quantile=None, plateau=None, max_epochs=None, reservoir=1024)
         >>> DiscoveryPhase(epochs=1, plateau=0.05, max_epochs=4).max_epochs
@@ -161,7 +161,7 @@ class HoldPhase:
     Args:
         epochs: Epochs at the discovered bound; 0 squeezes straight away.
 
-    Example:
+    Examples:
         >>> HoldPhase(epochs=2).epochs
         2
     """
@@ -187,7 +187,7 @@ class Backoff:
         factor: The fraction of the last squeeze to undo, in ``(0, 1]``.
         cooldown: Epochs to wait at the relaxed bound beyond the first.
 
-    Example:
+    Examples:
         >>> Backoff(max_reject_rate=0.15, factor=1.0).factor
         1.0
     """

@@ -34,7 +34,7 @@ def seed_for(name: str) -> int:
 class Reservoir:
     """A uniform sample of at most ``size`` values of a stream, and its quantiles.
 
-    Example:
+    Examples:
         >>> r = Reservoir(size=4, seed=0)
         >>> for x in [5.0, 1.0, 3.0]:
         ...     r.add(x)

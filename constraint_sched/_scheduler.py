@@ -56,7 +56,8 @@ class ConstraintScheduler:
 
     Args:
         specs: One spec or several sharing the bound; names must be unique.
-        discovery: How the bound is discovered.
+        discovery: How the bound is discovered; by default over one epoch, by
+            the max for a ceiling and the min for a floor.
         hold: How long it is held.
         squeeze: How it is tightened; None for no squeeze.
         backoff: How a squeeze that hurts is relaxed; needs ``squeeze``.
@@ -71,7 +72,7 @@ class ConstraintScheduler:
         ValueError: An argument is invalid or the parts disagree (a target that
             gives no valid spec, a table that starts during the hold, ...).
 
-    Example:
+    Examples:
         >>> kl = [ConstraintSpec(n, "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
         ...       for n in ("kl_core", "kl_detail")]
         >>> sched = ConstraintScheduler(kl, squeeze=SqueezeSchedule.table({3: 13000, 4: 3000}))
@@ -98,7 +99,8 @@ class ConstraintScheduler:
         callbacks: Iterable[Callback] = (),
     ) -> None:
         spec_list = _check_specs(specs)
-        discovery = DiscoveryPhase() if discovery is None else discovery
+        if discovery is None:  # a ceiling is discovered by the max, a floor by the min
+            discovery = DiscoveryPhase(statistic="max" if bound == "upper" else "min")
         hold = HoldPhase() if hold is None else hold
         _check_type("discovery", discovery, DiscoveryPhase)
         _check_type("hold", hold, HoldPhase)
@@ -335,9 +337,9 @@ class ConstraintScheduler:
         )
         new_state, events = transition(self._cfg, self._st, summary)
         # Commit only after the pure transition succeeded: a failure leaves all as it was.
+        self._commit(new_state)
         self._window_observations = summary.window_observations
         self._last = stats
-        self._commit(new_state)
         if new_state.phase is not Phase.DISCOVERY:
             self._reset_window()
         self._reset_epoch()
@@ -476,11 +478,12 @@ class ConstraintScheduler:
     # -- internals ------------------------------------------------------------
 
     def _commit(self, st: State) -> None:
-        self._st = st
+        # Build the specs first: if that raised, nothing would be half-updated.
         if st.phase is Phase.DISCOVERY:
-            self._specs = self._original
+            specs = self._original
         else:
-            self._specs = tuple(s.with_bound(st.bound, self._cfg.side) for s in self._original)
+            specs = tuple(s.with_bound(st.bound, self._cfg.side) for s in self._original)
+        self._st, self._specs = st, specs
         above, below = (st.bound, -math.inf) if self._cfg.side == "upper" else (math.inf, st.bound)
         self._violation_above, self._violation_below = above, below
 

@@ -40,7 +40,7 @@ class SqueezeSchedule:
     squeeze epoch), the discovered bound, the current bound and the last
     epoch's reject rate: see `propose`.
 
-    Example:
+    Examples:
         >>> s = SqueezeSchedule.geometric(target=3000.0, epochs=2)
         >>> s.propose(1, start=12000.0, current=12000.0)
         6000.0
@@ -75,7 +75,7 @@ class SqueezeSchedule:
             ValueError: The table is empty, has a bad key or value, or is not
                 monotone; the message names the entry.
 
-        Example:
+        Examples:
             >>> s = SqueezeSchedule.table({3: 13000, 4: 11000, 5: 9500})
             >>> s.target, s.first_epoch
             (9500.0, 3)
@@ -122,7 +122,7 @@ class SqueezeSchedule:
         Returns:
             The schedule.
 
-        Example:
+        Examples:
             >>> SqueezeSchedule.geometric(target=3000.0, epochs=13).epochs
             13
         """
@@ -142,7 +142,7 @@ class SqueezeSchedule:
         Returns:
             The schedule.
 
-        Example:
+        Examples:
             >>> SqueezeSchedule.linear(target=3000.0, epochs=4).propose(
             ...     1, start=7000.0, current=7000.0)
             6000.0
@@ -167,7 +167,7 @@ class SqueezeSchedule:
         Returns:
             The schedule.
 
-        Example:
+        Examples:
             >>> s = SqueezeSchedule.adaptive(target=100.0, factor=0.5)
             >>> s.propose(1, start=1000.0, current=1000.0, reject_rate=0.0)
             500.0

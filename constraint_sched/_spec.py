@@ -47,7 +47,7 @@ class ConstraintKind(enum.Enum):
     | `MINIMIZE_SOFT` | `scale` | `exp(-max(x, 0) / scale)` |
     | `MINIMIZE_HARD` | `scale` | `1 / (1 + (max(x, 0) / scale) ** 2)` |
 
-    Example:
+    Examples:
         >>> ConstraintKind["BOX_ASYMMETRIC"] is ConstraintKind.BOX_ASYMMETRIC
         True
     """
@@ -163,7 +163,7 @@ class ConstraintSpec:
             range; the message names it.
         TypeError: A parameter has the wrong type.
 
-    Example:
+    Examples:
         >>> kl = ConstraintSpec("kl_core", "box_asymmetric", lower=100.0,
         ...                     healthy=3000.0, upper=42358.2)
         >>> kl.score(3000.0)
@@ -286,7 +286,7 @@ class ConstraintSpec:
         Raises:
             ValueError: The spec's scale is still ``"auto"``.
 
-        Example:
+        Examples:
             >>> ConstraintSpec("mse", "minimize_soft", scale=0.5).score(0.0)
             1.0
         """
@@ -310,7 +310,7 @@ class ConstraintSpec:
         Returns:
             The non-negative distance outside the bounds, like ``x``.
 
-        Example:
+        Examples:
             >>> ConstraintSpec("kl", "upper", margin=3000.0).violation(3500.0)
             500.0
         """
@@ -368,7 +368,7 @@ class ConstraintSpec:
         Raises:
             ValueError: The kind has no bound on that side.
 
-        Example:
+        Examples:
             >>> ConstraintSpec("kl", "box", lower=0.0, upper=1e9).bound("upper")
             1000000000.0
         """
@@ -396,7 +396,7 @@ class ConstraintSpec:
                 no valid spec (a ceiling at or below a box's floor, a
                 non-positive margin or scale).
 
-        Example:
+        Examples:
             >>> spec = ConstraintSpec("kl", "box_asymmetric", lower=100.0,
             ...                       healthy=3000.0, upper=1e9)
             >>> spec.with_bound(13000.0).upper

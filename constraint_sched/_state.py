@@ -81,7 +81,7 @@ def resolve(data: Any, path: str) -> Any:
 class Reader:
     """Reads typed fields out of untrusted plain data, naming the path on failure.
 
-    Example:
+    Examples:
         >>> Reader({"epoch": 3}, "state").integer("epoch", least=1)
         3
     """

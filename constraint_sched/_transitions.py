@@ -176,7 +176,7 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
             previous_statistic=seen.statistic,
         )
         if early:
-            events.append(Converged(**base, old=new, new=new, early=True))
+            events.append(Converged(**base, old=new, new=new, reason="early"))
             return attrs.evolve(st, phase=Phase.CONVERGED), events
         if cfg.hold.epochs > 0:
             events.append(Held(**base, old=new, new=new, epochs=cfg.hold.epochs))
@@ -228,7 +228,7 @@ def _squeeze(
     """Take the next squeeze step from ``st`` (already in SQUEEZE, epoch already advanced)."""
     schedule = cfg.squeeze
     if schedule is None:
-        events.append(Converged(**base, old=st.bound, new=st.bound))
+        events.append(Converged(**base, old=st.bound, new=st.bound, reason="no_squeeze"))
         return attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False), events
     assert st.discovered is not None
     step = st.step + 1

@@ -104,6 +104,12 @@ def test_floor_discovers_the_min_and_headroom_widens_it_downwards() -> None:
     assert sched.spec().upper == 1e9
 
 
+def test_a_floor_is_discovered_by_the_min_by_default() -> None:
+    sched = ConstraintScheduler(ConstraintSpec("v", "box", lower=0.0, upper=500.0), bound="lower")
+    feed(sched, [40.0, 12.0, 30.0])
+    assert sched.bound == 12.0
+
+
 def test_discovery_over_several_epochs_keeps_one_window() -> None:
     sched = ceiling(discovery=DiscoveryPhase(epochs=3))
     assert feed(sched, [5.0]) == []
@@ -197,6 +203,8 @@ def test_without_a_squeeze_the_discovered_bound_is_final_after_the_hold() -> Non
     assert feed(sched, [7.0]) == []
     (converged,) = feed(sched, [7.0])
     assert isinstance(converged, Converged)
+    assert (converged.reason, converged.early) == ("no_squeeze", False)
+    assert converged.message == "m: converged, ceiling 7 is final (no squeeze schedule) (epoch 4)"
     assert (sched.phase, sched.bound) == (Phase.CONVERGED, 7.0)
 
 
