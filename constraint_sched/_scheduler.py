@@ -247,7 +247,8 @@ class ConstraintScheduler:
         ``observe(name, value)``, and ``observe({name: value, ...})``. Values
         are anything ``float()`` accepts (Python and numpy numbers, 0-d
         arrays). NaN and infinite values are counted and skipped, or raise
-        with ``nonfinite="raise"``. O(1) time and memory.
+        with ``nonfinite="raise"`` (in a mapping, the values before the bad
+        one are recorded). O(1) time and memory.
 
         Args:
             name_or_value: The value, a spec name, or a mapping of names to values.
@@ -601,7 +602,7 @@ def _valid_range(specs: Sequence[ConstraintSpec], side: Side) -> tuple[float, fl
     for spec in specs:
         field = bound_field(spec.kind, side, spec.name)
         if field in ("margin", "scale"):
-            least = MIN_SOFT_SCALE if spec.kind is ConstraintKind.MINIMIZE_SOFT else _TINY
+            least = MIN_SOFT_SCALE if spec.kind is ConstraintKind.MINIMIZE_SOFT else _LEAST_POSITIVE
             low = max(low, least)
         elif side == "upper":
             assert spec.lower is not None
@@ -619,7 +620,10 @@ def _valid_range(specs: Sequence[ConstraintSpec], side: Side) -> tuple[float, fl
     return low, high
 
 
-_TINY = 1e-300
+# A margin or MINIMIZE_HARD scale may be any positive float: the smallest one is the
+# nearest valid value to a discovered value <= 0 (a LOWER floor under a metric that
+# reaches 0 or below).
+_LEAST_POSITIVE = math.ulp(0.0)
 
 
 def _check_squeeze(cfg: Config, specs: Sequence[ConstraintSpec], squeeze: SqueezeSchedule) -> None:

@@ -29,7 +29,8 @@ healthy point becomes ``min(healthy, u - HEALTHY_GAP * s)``, where the local
 scale ``s`` is the box's width ``u - lower`` capped at ``max(|u|, |healthy|)``
 (so a far "no floor" such as -1e9 does not drag healthy away). Healthy stays
 where it is while it lies that far below the ceiling, and follows the ceiling
-down after that; it always stays strictly inside the box. Floors mirror the
+down after that; it always stays strictly inside the box (at the midpoint
+between the bounds when rounding leaves no room for the gap). Floors mirror the
 rule. For the seed's KL goal (lower 100, healthy 3000) a ceiling of 3000 puts
 healthy at 2710.
 """
@@ -414,9 +415,15 @@ class ConstraintSpec:
                 if not (math.isfinite(scale) and scale > 0):
                     scale = min(width, 1.0)
                 if side == "upper" and value > lower:
-                    changes["healthy"] = min(healthy, value - HEALTHY_GAP * scale)
+                    moved = min(healthy, value - HEALTHY_GAP * scale)
+                    if not lower < moved < value:  # rounding, a few ulps from the floor
+                        moved = lower + 0.5 * (value - lower)
+                    changes["healthy"] = moved
                 elif side == "lower" and value < upper:
-                    changes["healthy"] = max(healthy, value + HEALTHY_GAP * scale)
+                    moved = max(healthy, value + HEALTHY_GAP * scale)
+                    if not value < moved < upper:
+                        moved = value + 0.5 * (upper - value)
+                    changes["healthy"] = moved
         return attrs.evolve(self, **changes)
 
 
@@ -444,6 +451,9 @@ def admissible(spec: ConstraintSpec, side: Side, value: float) -> bool:
 
 
 def _apply(fn: Any, x: Any) -> Any:
-    if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
-        return float(fn(np, np.asarray(float(x), dtype=np.float64)))
-    return fn(array_namespace(x), x)
+    # Scores saturate (to 0 or 1) far from the bounds; numpy's overflow on the way
+    # there is expected, not an error. errstate only concerns numpy.
+    with np.errstate(over="ignore"):
+        if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
+            return float(fn(np, np.asarray(float(x), dtype=np.float64)))
+        return fn(array_namespace(x), x)

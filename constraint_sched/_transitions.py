@@ -198,7 +198,7 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
                 seen.stats.reject_rate if b.metric == "reject_rate" else seen.stats.violation_rate
             )
             if rate > b.max_reject_rate:
-                relaxed = st.bound + b.factor * (st.before_squeeze - st.bound)
+                relaxed = _relax(cfg, st.bound, st.before_squeeze, b.factor)
                 events.append(
                     BackedOff(
                         **base,
@@ -250,6 +250,16 @@ def _squeeze(
         events.append(Converged(**base, old=new, new=new))
         st = attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False)
     return st, events
+
+
+def _relax(cfg: Config, bound: float, before: float, factor: float) -> float:
+    """Move ``bound`` back towards ``before`` by ``factor`` of the gap, never past it."""
+    if factor == 1.0:
+        return before
+    relaxed = bound + factor * (before - bound)
+    # Rounding must neither overshoot ``before`` nor leave the valid range.
+    relaxed = min(max(relaxed, min(bound, before)), max(bound, before))
+    return cfg.nearest_valid(relaxed)
 
 
 def _growth(cfg: Config, previous: float, current: float) -> float:

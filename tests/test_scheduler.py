@@ -392,3 +392,42 @@ def test_counters_and_rates() -> None:
     sched.advance_epoch()
     assert sched.current_epoch.steps == 0
     assert sched.last_epoch == stats
+
+
+# -- regressions found by the property tests ----------------------------------
+
+
+def test_full_backoff_restores_the_bound_before_the_squeeze_exactly() -> None:
+    sched = ConstraintScheduler(
+        ConstraintSpec("loss", "upper", margin=1e9),
+        squeeze=SqueezeSchedule.table({3: 0.3, 4: 0.1}),
+        backoff=Backoff(factor=1.0, cooldown=0),
+    )
+    feed(sched, [0.9])
+    feed(sched, [0.9])
+    feed(sched, [0.5], rejects=1)
+    assert sched.bound == 0.9  # not 0.9000000000000001
+
+
+def test_a_floor_backoff_to_a_tiny_bound_stays_a_valid_spec() -> None:
+    sched = ConstraintScheduler(
+        ConstraintSpec("entropy", "lower", margin=1e-3),
+        bound="lower",
+        squeeze=SqueezeSchedule.table({3: 0.5, 4: 1.0}),
+        backoff=Backoff(factor=1.0),
+    )
+    feed(sched, [1e-20])
+    feed(sched, [0.7])
+    (backoff,) = feed(sched, [0.7], rejects=1)
+    assert isinstance(backoff, BackedOff)
+    assert sched.bound == 1e-20
+    assert sched.spec().margin == 1e-20
+    feed(sched, [0.7])  # and the scheduler keeps working
+    assert sched.epoch == 5
+
+
+def test_a_floor_discovered_at_a_subnormal_value_is_kept() -> None:
+    spec = ConstraintSpec("entropy", "lower", margin=1e-3)
+    sched = ConstraintScheduler(spec, bound="lower")
+    feed(sched, [5e-310, 1.0])
+    assert sched.bound == 5e-310
