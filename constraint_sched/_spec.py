@@ -439,17 +439,6 @@ def bound_field(kind: ConstraintKind, side: str, name: str = "?") -> str:
     return field
 
 
-def admissible(spec: ConstraintSpec, side: Side, value: float) -> bool:
-    """Whether moving ``spec``'s bound on ``side`` to ``value`` gives a valid spec."""
-    if not math.isfinite(value):
-        return False
-    try:
-        spec.with_bound(value, side)
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
 def _apply(fn: Any, x: Any) -> Any:
     # Scores saturate (to 0 or 1) far from the bounds; numpy's overflow on the way
     # there is expected, not an error. errstate only concerns numpy.
