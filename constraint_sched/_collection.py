@@ -114,11 +114,7 @@ class SchedulerCollection:
         """
         route = self._route
         for name, value in values.items():
-            scheduler = route.get(name)
-            if scheduler is None:
-                self._scheduler_of(name)
-            else:
-                scheduler.observe(name, value)
+            (route.get(name) or self._scheduler_of(name)).observe(name, value)
 
     def reject(self, count: int = 1) -> None:
         """Count ``count`` rejected steps in every scheduler."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import zlib
 
+from constraint_sched._state import Reader
+
 _MASK = (1 << 64) - 1
 
 
@@ -93,6 +95,15 @@ class Reservoir:
             "next": self._next,
         }
 
-    def restore(self, count: int, values: list[float], rng: int, w: float, next_: int) -> None:
-        """Set the state read from `state` (the caller has checked the types)."""
-        self.count, self.values, self._rng, self._w, self._next = count, values, rng, w, next_
+    def load(self, data: Reader) -> None:
+        """Restore what `state` wrote; ValueError naming the field if it is corrupt."""
+        values = data.numbers("values")
+        count, following, w = data.integer("count"), data.integer("next"), data.number("w")
+        if len(values) != min(count, self.size):
+            raise ValueError(f"{data.path}: {count} observations but {len(values)} values")
+        rng = data.data.get("rng")
+        if not (isinstance(rng, str) and rng.isdigit() and int(rng) <= _MASK):
+            raise ValueError(f"{data.path}.rng: expected a 64-bit integer string, got {rng!r}")
+        self.count, self.values, self._rng, self._w, self._next = (
+            count, values, int(rng), w, following
+        )  # fmt: skip

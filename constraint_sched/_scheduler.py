@@ -426,27 +426,15 @@ class ConstraintScheduler:
             )
         mode = self._mode_for(st.phase)
         reservoirs: list[Reservoir] = []
-        window = [self._window_start()] * n
         if mode == _QUANTILE:
+            window = [self._window_start()] * n
             for i, item in enumerate(r.items("window", n)):
-                where = f"{path}.state.window[{i}]"
-                q = _state.Reader(item, where)
                 reservoir = self._new_reservoir(i)
-                values = q.numbers("values")
-                count, following = q.integer("count"), q.integer("next")
-                if len(values) != min(count, reservoir.size):
-                    raise ValueError(f"{where}: {count} observations but {len(values)} values")
-                rng = q.data.get("rng")
-                if not (isinstance(rng, str) and rng.isdigit() and int(rng) < 2**64):
-                    raise ValueError(f"{where}.rng: expected a 64-bit integer string, got {rng!r}")
-                reservoir.restore(count, values, int(rng), q.number("w"), following)
+                reservoir.load(_state.Reader(item, f"{path}.state.window[{i}]"))
                 reservoirs.append(reservoir)
         else:
             window = r.numbers("window", n)
-        counts = [
-            _state.Reader({"c": c}, f"{path}.state.counts[{i}]").integer("c")
-            for i, c in enumerate(r.items("counts", n))
-        ]
+        counts = r.integers("counts", n)
         last = None
         if r.data.get("last_epoch") is not None:
             e = r.child("last_epoch")

@@ -143,6 +143,16 @@ class Reader:
             for i, v in enumerate(self.items(key, length))
         ]
 
+    def integers(self, key: str, length: int | None = None, *, least: int = 0) -> list[int]:
+        """A list of ints >= ``least``."""
+        values = self.items(key, length)
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"{self.path}.{key}[{i}]: expected an int >= {least}, got {value!r}"
+                )
+        return values
+
     def child(self, key: str) -> Reader:
         """A reader of the mapping at ``key``."""
         return Reader(self._get(key), f"{self.path}.{key}")

@@ -212,3 +212,28 @@ def test_collection_refuses_other_scheduler_names() -> None:
     data["schedulers"]["extra"] = data["schedulers"].pop("mse")
     with pytest.raises(ValueError, match=r"missing \['mse'\], unexpected \['extra'\]"):
         make_collection().load_state_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("rng", "-5", r"window\[0\].rng: expected a 64-bit integer string"),
+        ("values", [1.0], r"window\[0\]: 3 observations but 1 values"),
+        ("count", -1, r"window\[0\].count: expected an int >= 0"),
+    ],
+)
+def test_a_corrupt_median_sample_is_refused(field: str, value: Any, match: str) -> None:
+    def make() -> ConstraintScheduler:
+        spec = ConstraintSpec("mse", "minimize_soft", scale="auto")
+        return ConstraintScheduler(spec, discovery=DiscoveryPhase(statistic="median"))
+
+    sched = make()
+    for v in (0.1, 0.2, 0.3):
+        sched.observe(v)
+    bad = sched.state_dict()
+    bad["state"]["window"][0][field] = value
+    target = make()
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=match):
+        target.load_state_dict(bad)
+    assert target.state_dict() == before
