@@ -37,6 +37,9 @@ from constraint_sched._spec import (
 from constraint_sched._state import (
     FORMAT_VERSION,
 )
+from constraint_sched._tally import (
+    Tally,
+)
 
 __version__ = "0.1.0"
 
@@ -59,4 +62,5 @@ __all__ = [
     "SchedulerCollection",
     "SqueezeSchedule",
     "Squeezed",
+    "Tally",
 ]

@@ -9,6 +9,7 @@ from constraint_sched import _state
 from constraint_sched._events import Event
 from constraint_sched._scheduler import Callback, ConstraintScheduler
 from constraint_sched._spec import ConstraintSpec
+from constraint_sched._tally import Tally
 
 _FORMAT = "constraint_sched.SchedulerCollection"
 
@@ -116,16 +117,28 @@ class SchedulerCollection:
         for name, value in values.items():
             (route.get(name) or self._scheduler_of(name)).observe(name, value)
 
+    def merge(self, name: str, tally: Tally) -> None:
+        """Record a `Tally` of spec ``name``'s observations in its scheduler.
+
+        Raises:
+            KeyError: A name no scheduler has.
+        """
+        self._scheduler_of(name).merge(name, tally)
+
     def reject(self, count: int = 1) -> None:
         """Count ``count`` rejected steps in every scheduler."""
         for scheduler in self._schedulers.values():
             scheduler.reject(count)
 
-    def advance_epoch(self) -> list[Event]:
-        """End the epoch in every scheduler; the events of all, in scheduler order."""
+    def advance_epoch(self, *, log: bool = True) -> list[Event]:
+        """End the epoch in every scheduler; the events of all, in scheduler order.
+
+        Args:
+            log: Log the events (see `ConstraintScheduler.advance_epoch`).
+        """
         events: list[Event] = []
         for scheduler in self._schedulers.values():
-            events.extend(scheduler.advance_epoch())
+            events.extend(scheduler.advance_epoch(log=log))
         return events
 
     def state_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
 from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
 from constraint_sched._spec import MIN_SOFT_SCALE, ConstraintKind, ConstraintSpec, Side, bound_field
+from constraint_sched._tally import Tally
 from constraint_sched._transitions import Config, EpochSummary, State, aggregate, transition
 
 logger = logging.getLogger("constraint_sched")
@@ -193,6 +194,16 @@ class ConstraintScheduler:
         return None if self._cfg.squeeze is None else self._cfg.squeeze.target
 
     @property
+    def discovery(self) -> DiscoveryPhase:
+        """How the bound is discovered."""
+        return self._cfg.discovery
+
+    @property
+    def nonfinite(self) -> NonFinite:
+        """What a NaN or infinite observation does: ``"skip"`` or ``"raise"``."""
+        return self._nonfinite_policy
+
+    @property
     def names(self) -> tuple[str, ...]:
         """The names of the specs sharing the bound."""
         return self._names
@@ -310,6 +321,65 @@ class ConstraintScheduler:
         elif mode == _QUANTILE:
             self._reservoirs[i].add(x)
 
+    def merge(self, name_or_tally: str | Tally, tally: Tally = _MISSING) -> None:
+        """Record a `Tally`: many observations of one spec summarised elsewhere.
+
+        For loops whose values live where a per-value `observe` would cost too
+        much (an accelerator, other processes): merging is equivalent to
+        observing the tallied values one by one. Two forms: ``merge(tally)``
+        when the scheduler has one spec, and ``merge(name, tally)``.
+
+        Args:
+            name_or_tally: The tally, or the spec's name.
+            tally: The tally, when the first argument is a name.
+
+        Raises:
+            KeyError: An unknown spec name.
+            TypeError: Not a `Tally`, or a missing name when there are several specs.
+            ValueError: The tally has non-finite observations and
+                ``nonfinite="raise"``, or valid observations without samples
+                while discovery needs them (median, quantile). Nothing is recorded.
+
+        Examples:
+            >>> sched = ConstraintScheduler(ConstraintSpec("kl", "upper", margin=1e9))
+            >>> sched.merge(Tally(3, maximum=950.0, minimum=700.0))
+            >>> sched.advance_epoch()[0].new
+            950.0
+        """
+        if tally is _MISSING:
+            tally, i = name_or_tally, self._lookup(None)  # type: ignore[assignment]
+        else:
+            i = self._lookup(name_or_tally)
+        if not isinstance(tally, Tally):
+            raise TypeError(
+                f"ConstraintScheduler {self.name!r}: merge takes a Tally, got {tally!r}"
+            )
+        if tally.nonfinite and self._raise_nonfinite:
+            raise ValueError(
+                f"ConstraintScheduler {self.name!r}: {tally.nonfinite} non-finite observations "
+                f"of {self._names[i]!r} (nonfinite='raise')"
+            )
+        mode = self._mode
+        if mode == _QUANTILE and tally.valid and not tally.samples:
+            raise ValueError(
+                f"ConstraintScheduler {self.name!r}: discovery by "
+                f"{self._cfg.discovery.statistic!r} needs Tally.samples for "
+                f"{self._names[i]!r} ({tally.valid} valid observations, no samples)"
+            )
+        self._counts[i] += tally.count
+        self._nonfinite += tally.nonfinite
+        self._violations += tally.violations
+        if not tally.valid:
+            return
+        if mode == _MAX:
+            self._window[i] = max(self._window[i], tally.maximum)
+        elif mode == _MIN:
+            self._window[i] = min(self._window[i], tally.minimum)
+        elif mode == _QUANTILE:
+            add = self._reservoirs[i].add
+            for x in tally.samples:
+                add(x)
+
     def reject(self, count: int = 1) -> None:
         """Count ``count`` rejected steps (steps rolled back; their values are not observed)."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -320,13 +390,17 @@ class ConstraintScheduler:
 
     # -- the epoch boundary ---------------------------------------------------
 
-    def advance_epoch(self) -> list[Event]:
+    def advance_epoch(self, *, log: bool = True) -> list[Event]:
         """End the current epoch: move the bound as its phase says, and start the next.
+
+        Args:
+            log: Log the events on ``logging.getLogger("constraint_sched")``;
+                a distributed run passes False on every rank but the first.
 
         Returns:
             The events caused, each with the epoch in which its new bound
-            applies; also logged on ``logging.getLogger("constraint_sched")``
-            and passed to the callbacks.
+            applies; also logged (unless ``log`` is False) and passed to the
+            callbacks.
         """
         stats = self._epoch_stats()
         per_spec = self._window_values() if self._mode != _NO_STAT else {}
@@ -345,7 +419,8 @@ class ConstraintScheduler:
             self._reset_window()
         self._reset_epoch()
         for event in events:
-            logger.info(event.message)
+            if log:
+                logger.info(event.message)
             for callback in self._callbacks:
                 callback(event)
         return events

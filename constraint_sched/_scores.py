@@ -1,10 +1,11 @@
 """Score and violation functions of every constraint kind, written once against the array API.
 
 Each function takes the array namespace ``xp`` of its input (numpy, torch, ...)
-and the spec's parameters as Python floats, and uses only operations of the
-array API standard, so the same code scores numpy arrays and torch tensors
-(with autograd) alike. Python scalars are handled by the caller, which wraps
-them in a 0-d numpy array and unwraps the result.
+and the spec's parameters as Python floats (or 0-d arrays of the same
+namespace), and uses only operations of the array API standard, so the same
+code scores numpy arrays and torch tensors (with autograd) alike. Python
+scalars are handled by the caller, which wraps them in a 0-d numpy array and
+unwraps the result.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 Array = Any
 """Any array of an array-API namespace (numpy, torch, ...)."""
+
+Param = Any
+"""A spec parameter: a Python float, or a 0-d array of the scored array's namespace."""
 
 
 def _relu(xp: Any, x: Array) -> Array:
@@ -44,51 +48,59 @@ def box_profile(xp: Any, d: Array, steepness: float) -> Array:
     return xp.where(d <= 1, inside, outside)
 
 
-def box_distance(xp: Any, x: Array, lower: float, upper: float) -> Array:
+def box_distance(xp: Any, x: Array, lower: Param, upper: Param) -> Array:
     """Normalised distance of ``x`` from the centre of ``[lower, upper]``."""
     centre = 0.5 * (lower + upper)
     half = 0.5 * (upper - lower)
     return xp.abs(x - centre) / half
 
 
-def asymmetric_distance(xp: Any, x: Array, lower: float, healthy: float, upper: float) -> Array:
+def asymmetric_distance(xp: Any, x: Array, lower: Param, healthy: Param, upper: Param) -> Array:
     """Normalised distance of ``x`` from ``healthy``: 1 at ``lower`` and at ``upper``.
 
     An infinite ``lower`` or ``upper`` leaves that side without a bound: the
-    distance there is 0 for every finite ``x``.
+    distance there is 0 for every finite ``x``. The parameters are floats or
+    0-d arrays of ``x``'s namespace.
     """
     zero = xp.zeros_like(x)
-    below = zero if math.isinf(lower) else (healthy - x) / (healthy - lower)
-    above = zero if math.isinf(upper) else (x - healthy) / (upper - healthy)
+    below = _ratio(xp, healthy - x, healthy - lower, zero)
+    above = _ratio(xp, x - healthy, upper - healthy, zero)
     return xp.where(x <= healthy, below, above)
 
 
-def upper_score(xp: Any, x: Array, margin: float) -> Array:
+def _ratio(xp: Any, num: Array, den: Param, zero: Array) -> Array:
+    """``num / den``, or 0 where ``den`` is infinite (an open side of a box)."""
+    if isinstance(den, float):
+        return zero if math.isinf(den) else num / den
+    return xp.where(xp.isinf(den), zero, num / den)
+
+
+def upper_score(xp: Any, x: Array, margin: Param) -> Array:
     """``clip((margin - x) / margin, 0, 1)``: 1 at or below 0, 0 at or above ``margin``."""
     return _clip01(xp, (margin - x) / margin)
 
 
-def lower_score(xp: Any, x: Array, margin: float) -> Array:
+def lower_score(xp: Any, x: Array, margin: Param) -> Array:
     """``clip((x - margin) / margin, 0, 1)``: 0 at or below ``margin``, 1 from ``2 margin``."""
     return _clip01(xp, (x - margin) / margin)
 
 
-def minimize_soft_score(xp: Any, x: Array, scale: float) -> Array:
+def minimize_soft_score(xp: Any, x: Array, scale: Param) -> Array:
     """``exp(-max(x, 0) / scale)``."""
     return xp.exp(-_relu(xp, x) / scale)
 
 
-def minimize_hard_score(xp: Any, x: Array, scale: float) -> Array:
+def minimize_hard_score(xp: Any, x: Array, scale: Param) -> Array:
     """``1 / (1 + (max(x, 0) / scale) ** 2)``."""
     r = _relu(xp, x) / scale
     return 1.0 / (1.0 + r * r)
 
 
-def excess(xp: Any, x: Array, lower: float, upper: float) -> Array:
+def excess(xp: Any, x: Array, lower: Param, upper: Param) -> Array:
     """How far ``x`` lies outside ``[lower, upper]``; 0 inside. Infinite ends never bind."""
     out = xp.zeros_like(x)
-    if not math.isinf(upper):
+    if not (isinstance(upper, float) and math.isinf(upper)):
         out = out + _relu(xp, x - upper)
-    if not math.isinf(lower):
+    if not (isinstance(lower, float) and math.isinf(lower)):
         out = out + _relu(xp, lower - x)
     return out

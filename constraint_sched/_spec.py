@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import attrs
@@ -267,10 +268,10 @@ class ConstraintSpec:
     # -- scores ---------------------------------------------------------------
 
     @overload
-    def score(self, x: float) -> float: ...
+    def score(self, x: float, *, parameters: Mapping[str, Any] | None = None) -> float: ...
     @overload
-    def score(self, x: T) -> T: ...
-    def score(self, x: Any) -> Any:
+    def score(self, x: T, *, parameters: Mapping[str, Any] | None = None) -> T: ...
+    def score(self, x: Any, *, parameters: Mapping[str, Any] | None = None) -> Any:
         """Score ``x`` in ``[0, 1]``: 1 is fully satisfied, 0 is dead.
 
         Works on Python numbers (returns a float), numpy arrays and any other
@@ -280,24 +281,30 @@ class ConstraintSpec:
 
         Args:
             x: The raw metric: a number or an array.
+            parameters: Values to use instead of the spec's own, by field
+                name (``lower``, ``upper``, ``healthy``, ``margin``,
+                ``scale``), typically 0-d arrays of ``x``'s namespace that a
+                compiled loss reads as inputs (the torch adapter passes its
+                cached bound tensors), so a moved bound needs no recompile.
 
         Returns:
             The score, of the same type and shape as ``x``.
 
         Raises:
-            ValueError: The spec's scale is still ``"auto"``.
+            ValueError: The spec's scale is still ``"auto"``, or ``parameters``
+                names a field the kind does not use.
 
         Examples:
             >>> ConstraintSpec("mse", "minimize_soft", scale=0.5).score(0.0)
             1.0
         """
-        return _apply(self._score, x)
+        return _apply(self._score, x, self._values(parameters))
 
     @overload
-    def violation(self, x: float) -> float: ...
+    def violation(self, x: float, *, parameters: Mapping[str, Any] | None = None) -> float: ...
     @overload
-    def violation(self, x: T) -> T: ...
-    def violation(self, x: Any) -> Any:
+    def violation(self, x: T, *, parameters: Mapping[str, Any] | None = None) -> T: ...
+    def violation(self, x: Any, *, parameters: Mapping[str, Any] | None = None) -> Any:
         """How far ``x`` lies outside the spec's bounds: 0 inside, positive outside.
 
         This is the ``g(x) <= 0`` form a Lagrangian or penalty method needs
@@ -307,6 +314,7 @@ class ConstraintSpec:
 
         Args:
             x: The raw metric: a number or an array.
+            parameters: Values to use instead of the spec's own, as in `score`.
 
         Returns:
             The non-negative distance outside the bounds, like ``x``.
@@ -315,34 +323,46 @@ class ConstraintSpec:
             >>> ConstraintSpec("kl", "upper", margin=3000.0).violation(3500.0)
             500.0
         """
-        return _apply(self._violation, x)
+        return _apply(self._violation, x, self._values(parameters))
 
-    def _score(self, xp: Any, x: Any) -> Any:
+    def _score(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
         kind = self.kind
         if kind is ConstraintKind.UPPER:
-            return _scores.upper_score(xp, x, self._float("margin"))
+            return _scores.upper_score(xp, x, p["margin"])
         if kind is ConstraintKind.LOWER:
-            return _scores.lower_score(xp, x, self._float("margin"))
+            return _scores.lower_score(xp, x, p["margin"])
         if kind is ConstraintKind.MINIMIZE_SOFT:
-            return _scores.minimize_soft_score(xp, x, self._float("scale"))
+            return _scores.minimize_soft_score(xp, x, p["scale"])
         if kind is ConstraintKind.MINIMIZE_HARD:
-            return _scores.minimize_hard_score(xp, x, self._float("scale"))
-        lower, upper = self._float("lower"), self._float("upper")
+            return _scores.minimize_hard_score(xp, x, p["scale"])
         if kind is ConstraintKind.BOX:
-            d = _scores.box_distance(xp, x, lower, upper)
+            d = _scores.box_distance(xp, x, p["lower"], p["upper"])
         else:
-            d = _scores.asymmetric_distance(xp, x, lower, self._float("healthy"), upper)
+            d = _scores.asymmetric_distance(xp, x, p["lower"], p["healthy"], p["upper"])
         return _scores.box_profile(xp, d, self.steepness)
 
-    def _violation(self, xp: Any, x: Any) -> Any:
+    def _violation(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
         kind = self.kind
         if kind is ConstraintKind.UPPER:
-            return _scores.excess(xp, x, -math.inf, self._float("margin"))
+            return _scores.excess(xp, x, -math.inf, p["margin"])
         if kind is ConstraintKind.LOWER:
-            return _scores.excess(xp, x, self._float("margin"), math.inf)
+            return _scores.excess(xp, x, p["margin"], math.inf)
         if kind in (ConstraintKind.MINIMIZE_SOFT, ConstraintKind.MINIMIZE_HARD):
-            return _scores.excess(xp, x, -math.inf, self._float("scale"))
-        return _scores.excess(xp, x, self._float("lower"), self._float("upper"))
+            return _scores.excess(xp, x, -math.inf, p["scale"])
+        return _scores.excess(xp, x, p["lower"], p["upper"])
+
+    def _values(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The parameters the kind uses, by name, with ``parameters`` applied over them."""
+        used = _PARAMETERS[self.kind]
+        if parameters:
+            unknown = sorted(set(parameters) - used)
+            if unknown:
+                raise ValueError(
+                    f"ConstraintSpec {self.name!r}: parameters {unknown} are not used by "
+                    f"{self.kind.name}; it takes {', '.join(sorted(used))}"
+                )
+            return {f: parameters[f] if f in parameters else self._float(f) for f in used}
+        return {f: self._float(f) for f in used}
 
     def _float(self, field: str) -> float:
         value = getattr(self, field)
@@ -417,14 +437,22 @@ class ConstraintSpec:
                 if side == "upper" and value > lower:
                     moved = min(healthy, value - HEALTHY_GAP * scale)
                     if not lower < moved < value:  # rounding, a few ulps from the floor
-                        moved = lower + 0.5 * (value - lower)
+                        moved = _strictly_inside(value, lower)
                     changes["healthy"] = moved
                 elif side == "lower" and value < upper:
                     moved = max(healthy, value + HEALTHY_GAP * scale)
                     if not value < moved < upper:
-                        moved = value + 0.5 * (upper - value)
+                        moved = _strictly_inside(value, upper)
                     changes["healthy"] = moved
         return attrs.evolve(self, **changes)
+
+
+def _strictly_inside(bound: float, other: float) -> float:
+    """A finite point strictly between ``bound`` and ``other``: the midpoint if it is one."""
+    mid = bound + 0.5 * (other - bound)
+    if math.isfinite(mid) and min(bound, other) < mid < max(bound, other):
+        return mid
+    return math.nextafter(bound, other)  # an open side (inf), or a few ulps of room
 
 
 def bound_field(kind: ConstraintKind, side: str, name: str = "?") -> str:
@@ -439,10 +467,14 @@ def bound_field(kind: ConstraintKind, side: str, name: str = "?") -> str:
     return field
 
 
-def _apply(fn: Any, x: Any) -> Any:
+def _apply(fn: Any, x: Any, p: dict[str, Any]) -> Any:
     # Scores saturate (to 0 or 1) far from the bounds; numpy's overflow on the way
     # there is expected, not an error. errstate only concerns numpy.
+    arrays = [v for v in p.values() if not isinstance(v, float)]
     with np.errstate(over="ignore"):
         if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
-            return float(fn(np, np.asarray(float(x), dtype=np.float64)))
-        return fn(array_namespace(x), x)
+            if arrays:  # array parameters (a bound tensor) score a number in their namespace
+                xp = array_namespace(*arrays)
+                return fn(xp, xp.asarray(float(x)), p)
+            return float(fn(np, np.asarray(float(x), dtype=np.float64), p))
+        return fn(array_namespace(x, *arrays), x, p)

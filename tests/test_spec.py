@@ -197,7 +197,8 @@ def test_healthy_follows_a_ceiling_down_and_a_floor_up() -> None:
 @pytest.mark.parametrize("side", ["upper", "lower"])
 def test_healthy_stays_finite_and_inside_when_the_other_side_is_infinite(side: str) -> None:
     spec = ConstraintSpec("m", "box_asymmetric", lower=-math.inf, healthy=0.0, upper=math.inf)
-    for value in (-5.0, -1e-3, 0.0, 1e-3, 5.0):
+    # The smallest subnormals leave no room for a 10% gap: healthy lands one ulp inside.
+    for value in (-5.0, -1e-3, 0.0, 1e-3, 5.0, 5e-324, -5e-324):
         moved = spec.with_bound(value, side)
         assert moved.lower < moved.healthy < moved.upper
         assert math.isfinite(moved.healthy)
@@ -207,3 +208,26 @@ def test_with_bound_that_empties_the_box_is_an_error() -> None:
     spec = ConstraintSpec("kl", "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
     with pytest.raises(ValueError, match="lower must be below upper"):
         spec.with_bound(50.0)
+
+
+def test_score_and_violation_read_overridden_parameters_like_a_moved_spec() -> None:
+    spec = ConstraintSpec("kl", "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
+    moved = spec.with_bound(13000.0)
+    xs = np.array([50.0, 500.0, 3000.0, 9000.0, 20000.0])
+    params = {"upper": np.asarray(13000.0), "healthy": np.asarray(moved.healthy)}
+    np.testing.assert_array_equal(spec.score(xs, parameters=params), moved.score(xs))
+    np.testing.assert_array_equal(spec.violation(xs, parameters=params), moved.violation(xs))
+    # A number scored under array parameters comes back in their namespace.
+    assert float(spec.score(9000.0, parameters=params)) == moved.score(9000.0)
+    # An infinite parameter array leaves that side open, as an infinite float does.
+    opened = spec.score(xs, parameters={"upper": np.asarray(np.inf)})
+    above = xs >= 3000.0
+    np.testing.assert_array_equal(opened[above], 1.0)
+    np.testing.assert_array_equal(opened[~above], spec.score(xs)[~above])
+
+
+def test_parameters_must_be_used_by_the_kind() -> None:
+    spec = ConstraintSpec("kl", "upper", margin=10.0)
+    with pytest.raises(ValueError, match=r"parameters \['upper'\] are not used by UPPER"):
+        spec.score(1.0, parameters={"upper": 3.0})
+    assert spec.score(5.0, parameters={"margin": 20.0}) == 0.75
