@@ -28,6 +28,42 @@ def _splitmix64(state: int) -> tuple[int, float]:
     return state, ((z >> 11) + 0.5) / 9007199254740992.0
 
 
+def combine(parts: list[tuple[list[float], int]], size: int, rng: int) -> tuple[list[float], int]:
+    """A uniform sample of at most ``size`` values of the union of several populations.
+
+    Each part is ``(sample, population)``: a uniform sample, without
+    replacement, of ``min(population, size)`` or more of ``population``
+    observations. The result draws from each part as a sample of the union
+    would (a multivariate hypergeometric split), then picks that many of the
+    part's values at random.
+
+    Returns:
+        The sample and the generator's next state.
+    """
+    remaining = [population for _, population in parts]
+    total = sum(remaining)
+    take = [0] * len(parts)
+    for _ in range(min(size, total)):
+        rng, u = _splitmix64(rng)
+        pick = u * total
+        j = 0
+        while j < len(parts) - 1 and pick >= remaining[j]:
+            pick -= remaining[j]
+            j += 1
+        take[j] += 1
+        remaining[j] -= 1
+        total -= 1
+    out: list[float] = []
+    for (sample, _), n in zip(parts, take, strict=True):
+        pool = list(sample)
+        for i in range(n):  # a partial Fisher-Yates shuffle
+            rng, u = _splitmix64(rng)
+            j = i + int(u * (len(pool) - i))
+            pool[i], pool[j] = pool[j], pool[i]
+        out += pool[:n]
+    return out, rng
+
+
 def seed_for(name: str) -> int:
     """A stable seed from a name (the same in every process, unlike ``hash``)."""
     return zlib.crc32(name.encode())
@@ -59,10 +95,42 @@ class Reservoir:
         return u
 
     def _skip(self) -> None:
-        # Algorithm L: the stream index of the next value to enter the sample.
-        self._w *= math.exp(math.log(self._uniform()) / self.size)
-        gap = math.floor(math.log(self._uniform()) / math.log1p(-self._w)) if self._w < 1 else 0
+        # The stream index of the next value to enter the sample.
+        if self._w == 0.0:  # after a merge: Vitter's Algorithm X, which needs only the count
+            u, k, t = self._uniform(), self.size, self.count + 1
+            gap, quot = 0, (t - k) / t
+            while quot > u:
+                gap, t = gap + 1, t + 1
+                quot *= (t - k) / t
+        else:  # Algorithm L
+            self._w *= math.exp(math.log(self._uniform()) / self.size)
+            gap = math.floor(math.log(self._uniform()) / math.log1p(-self._w)) if self._w < 1 else 0
         self._next = self.count + gap + 1
+
+    def merge(self, values: list[float], population: int) -> None:
+        """Take ``values``, a uniform sample of ``population`` observations (all of them if equal).
+
+        The sample then stands for ``count + population`` observations: each
+        part keeps a share of the sample proportional to how many observations
+        it stands for, not to how many values it brings. ``values`` must hold
+        at least ``min(population, size)`` of them.
+        """
+        if len(values) >= population:
+            for x in values[:population]:
+                self.add(x)
+            return
+        if len(values) < min(population, self.size):
+            raise ValueError(
+                f"a sample of {population} observations needs at least "
+                f"{min(population, self.size)} values, got {len(values)}"
+            )
+        merged, self._rng = combine(
+            [(self.values, self.count), (values, population)], self.size, self._rng
+        )
+        self.values = merged
+        self.count += population
+        self._w = 0.0
+        self._skip()
 
     def add(self, x: float) -> None:
         """Take one value."""

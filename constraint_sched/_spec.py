@@ -470,11 +470,16 @@ def bound_field(kind: ConstraintKind, side: str, name: str = "?") -> str:
 def _apply(fn: Any, x: Any, p: dict[str, Any]) -> Any:
     # Scores saturate (to 0 or 1) far from the bounds; numpy's overflow on the way
     # there is expected, not an error. errstate only concerns numpy.
+    # Other namespaces never enter errstate, so torch.compile traces a score whole.
     arrays = [v for v in p.values() if not isinstance(v, float)]
-    with np.errstate(over="ignore"):
-        if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
-            if arrays:  # array parameters (a bound tensor) score a number in their namespace
-                xp = array_namespace(*arrays)
-                return fn(xp, xp.asarray(float(x)), p)
+    if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
+        if arrays:  # array parameters (a bound tensor) score a number in their namespace
+            xp = array_namespace(*arrays)
+            return fn(xp, xp.asarray(float(x)), p)
+        with np.errstate(over="ignore"):
             return float(fn(np, np.asarray(float(x), dtype=np.float64), p))
-        return fn(array_namespace(x, *arrays), x, p)
+    xp = array_namespace(x, *arrays)
+    if isinstance(x, np.ndarray):
+        with np.errstate(over="ignore"):
+            return fn(xp, x, p)
+    return fn(xp, x, p)

@@ -13,6 +13,7 @@ import email.parser
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -237,3 +238,74 @@ def test_installed_adapters_namespace_imports(tmp_path: Path) -> None:
         tmp_path,
     )
     assert Path(proc.stdout.strip()).parts[-3:] == ("constraint_sched", "adapters", "__init__.py")
+
+
+# -- the torch adapter in the wheel ----------------------------------------------------------
+
+TORCH_ADAPTER_FILES = {
+    f"constraint_sched/adapters/torch/{name}.py"
+    for name in ("__init__", "_scheduler", "_lbo", "_rollback", "_accumulate", "_distributed")
+}
+# What a wheel needs from the source tree; .gitignore keeps the developer link out of it.
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", ".gitignore")
+
+
+def _wheel_names(whl: Path) -> list[str]:
+    with zipfile.ZipFile(whl) as zf:
+        return zf.namelist()
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_torch_adapter_under_the_namespace(wheel: Path) -> None:
+    names = _wheel_names(wheel)
+    assert set(names) >= TORCH_ADAPTER_FILES, sorted(TORCH_ADAPTER_FILES - set(names))
+    assert not [n for n in names if n.startswith("adapters/")]
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
+
+
+@pytest.mark.slow
+def test_developer_link_adds_nothing_to_the_wheel(wheel: Path, tmp_path: Path) -> None:
+    # Some checkouts link constraint_sched/adapters -> ../adapters so that the adapters
+    # import from the source tree; the wheel maps adapters/ itself and must not ship
+    # the same files twice (or fail to build) when that link exists.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in WHEEL_SOURCES:
+        (source / name).write_bytes((REPO_ROOT / name).read_bytes())
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "adapters")
+    shutil.copytree(REPO_ROOT / "constraint_sched", source / "constraint_sched", ignore=skip)
+    shutil.copytree(
+        REPO_ROOT / "adapters", source / "adapters", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    try:
+        (source / "constraint_sched" / "adapters").symlink_to(
+            Path("..") / "adapters", target_is_directory=True
+        )
+    except OSError as error:  # e.g. Windows without the symlink privilege
+        pytest.skip(f"cannot create the developer link: {error}")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    (linked,) = out.glob("*.whl")
+    names = _wheel_names(linked)
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
+    assert set(names) >= TORCH_ADAPTER_FILES
+    assert set(names) == set(_wheel_names(wheel))

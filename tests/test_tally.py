@@ -130,7 +130,7 @@ def test_merge_with_nonfinite_raise_refuses_and_records_nothing() -> None:
 def test_a_median_discovery_needs_samples() -> None:
     sched = _kl_scheduler("median")
     with pytest.raises(
-        ValueError, match=r"discovery by 'median' needs Tally.samples for 'kl_core'"
+        ValueError, match=r"discovery by 'median' needs at least 2 Tally.samples for 'kl_core'"
     ):
         sched.merge("kl_core", Tally(2, maximum=5.0, minimum=4.0))
     assert sched.current_epoch.observations == 0
@@ -164,3 +164,64 @@ def test_advance_epoch_can_stay_quiet(caplog: pytest.LogCaptureFixture) -> None:
     assert not caplog.records
     sched.advance_epoch()
     assert caplog.records
+
+
+def _scale_scheduler(reservoir: int, quantile: float) -> ConstraintScheduler:
+    return ConstraintScheduler(
+        ConstraintSpec("mse", "minimize_soft", scale="auto"),
+        discovery=DiscoveryPhase(statistic="quantile", quantile=quantile, reservoir=reservoir),
+    )
+
+
+def test_a_sample_weighs_as_the_observations_it_stands_for() -> None:
+    # 32 small values, then 3,200 large ones summarised by a sample of 32: the
+    # 10% quantile of all 3,232 observations is large, though half the values given are small.
+    sched = _scale_scheduler(reservoir=32, quantile=0.1)
+    sched.merge(Tally.of([0.001] * 32))
+    sched.merge(Tally(3200, maximum=1.0, minimum=1.0, total=3200.0, samples=[1.0] * 32))
+    sched.advance_epoch()
+    assert sched.spec().scale == 1.0
+
+
+def test_merged_samples_keep_the_proportions_of_their_populations() -> None:
+    sched = _scale_scheduler(reservoir=200, quantile=0.5)
+    small = Tally(1000, maximum=0.0, minimum=0.0, samples=[0.0] * 200)
+    large = Tally(9000, maximum=1.0, minimum=1.0, total=9000.0, samples=[1.0] * 200)
+    sched.merge(small)
+    sched.merge(large)
+    state = sched.state_dict()["state"]["window"][0]
+    share = state["values"].count(0.0) / len(state["values"])
+    assert len(state["values"]) == 200
+    assert state["count"] == 10_000
+    assert 0.03 < share < 0.2  # 10% expected; a hypergeometric draw of 200
+
+
+def test_a_merged_reservoir_keeps_sampling_and_restores_exactly() -> None:
+    a, b = _scale_scheduler(16, 0.5), _scale_scheduler(16, 0.5)
+    a.merge(
+        Tally(
+            100,
+            maximum=99.0,
+            minimum=0.0,
+            total=4950.0,
+            samples=[float(i) for i in range(0, 96, 6)],
+        )
+    )
+    b.load_state_dict(a.state_dict())
+    for x in range(100, 400):
+        a.observe(float(x))
+        b.observe(float(x))
+    assert a.state_dict() == b.state_dict()
+    values = a.state_dict()["state"]["window"][0]["values"]
+    assert len(values) == 16
+    assert sum(v >= 100 for v in values) >= 8  # later values keep entering: 3/4 expected
+    assert a.advance_epoch() == b.advance_epoch()
+
+
+def test_too_few_samples_for_the_reservoir_are_refused() -> None:
+    sched = _scale_scheduler(reservoir=8, quantile=0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"needs at least 8 Tally.samples for 'mse' \(100 valid observations, 3 samples\)",
+    ):
+        sched.merge(Tally(100, maximum=3.0, minimum=1.0, samples=[1.0, 2.0, 3.0]))

@@ -1,0 +1,245 @@
+"""Per-spec statistics of an epoch's observations, accumulated on the host or on a device.
+
+Both accumulators hold, per spec slot: the observations counted (``count``),
+the NaN/inf ones (``nonfinite``), the valid ones beyond the bound in force
+(``violations``), the sum of the valid ones (``total``), their ``maximum`` and
+``minimum``, and the rejected steps; while a discovery needs a median or a
+quantile, a uniform sample of the valid values as well. `pack` lays them out
+in one float64 vector so that an epoch boundary reads everything with one copy
+and reduces it across ranks with two collectives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from constraint_sched._reservoir import Reservoir
+
+# Row order of the statistics; the last two are reduced by max, the others by sum.
+SUM_ROWS = ("count", "nonfinite", "violations", "total")
+MAX_ROWS = ("maximum", "negminimum")
+
+
+def layout(n: int, sample_size: int) -> dict[str, slice]:
+    """Where each part lies in a packed vector for ``n`` slots."""
+    parts = {
+        "sum": slice(0, 4 * n + 1),  # the four sum rows, then the rejects
+        "max": slice(4 * n + 1, 6 * n + 1),
+        "seen": slice(6 * n + 1, 7 * n + 1),
+        "samples": slice(7 * n + 1, 7 * n + 1 + n * sample_size),
+    }
+    return parts
+
+
+def upload(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Host numbers as a tensor on ``device``, copied without making the host wait.
+
+    On CUDA the numbers go through pinned memory with a non-blocking copy
+    (torch's pinned allocator keeps the buffer until the copy is done); a
+    pageable copy would block the host until the device caught up.
+    """
+    host = torch.tensor(list(values), dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+class HostTally:
+    """The statistics of values read on the host (Python numbers and CPU tensors)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reservoirs: list[Reservoir] | None = None
+        self.start([math.inf] * n, [-math.inf] * n, None)
+
+    def start(
+        self, above: Sequence[float], below: Sequence[float], reservoirs: list[Reservoir] | None
+    ) -> None:
+        """Empty the statistics; values above ``above`` or below ``below`` are violations."""
+        n = self.n
+        self.count = [0] * n
+        self.nonfinite = [0] * n
+        self.violations = [0] * n
+        self.total = [0.0] * n
+        self.maximum = [-math.inf] * n
+        self.minimum = [math.inf] * n
+        self.rejects = 0
+        self.above, self.below = list(above), list(below)
+        self.reservoirs = reservoirs
+
+    def add(self, i: int, x: float) -> None:
+        """Count one observation ``x`` of slot ``i``."""
+        self.count[i] += 1
+        if x - x != 0.0:  # NaN or infinite
+            self.nonfinite[i] += 1
+            return
+        self.total[i] += x
+        if x > self.maximum[i]:
+            self.maximum[i] = x
+        if x < self.minimum[i]:
+            self.minimum[i] = x
+        if x > self.above[i] or x < self.below[i]:
+            self.violations[i] += 1
+        if self.reservoirs is not None:
+            self.reservoirs[i].add(x)
+
+    def pack(self, sample_size: int) -> list[float]:
+        """The statistics as a packed vector (see `layout`)."""
+        n = self.n
+        out: list[float] = [*self.count, *self.nonfinite, *self.violations, *self.total]
+        out.append(float(self.rejects))
+        out += self.maximum
+        out += [-m for m in self.minimum]
+        out += [0.0] * (n + n * sample_size)  # host samples stay in the reservoirs
+        return [float(v) for v in out]
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing was counted since `start`."""
+        return not any(self.count) and not self.rejects
+
+
+class DeviceTally:
+    """The statistics of tensors on one device, updated in place: no host synchronisation.
+
+    Every update is a fixed sequence of tensor operations whatever the values
+    are (no Python branch on a tensor), so a step never waits for the device.
+    The median and quantile sample is a reservoir (Algorithm R) of
+    ``sample_size`` values per slot whose random positions come from the
+    tally's own generator, so a run's random stream is left alone.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        device: torch.device,
+        *,
+        bounds: Sequence[float],
+        signs: Sequence[float],
+        sample_size: int,
+        seed: int,
+    ) -> None:
+        self.n, self.device, self.sample_size = n, device, sample_size
+        # MPS has no float64; elsewhere counts and sums stay exact in float64.
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.stats = torch.zeros(6, n, dtype=self.dtype, device=device)
+        self.rejects = torch.zeros((), dtype=self.dtype, device=device)
+        self.bounds = upload(bounds, self.dtype, device)
+        self.signs = upload(signs, self.dtype, device)
+        self.samples = torch.zeros(n, max(sample_size, 1), dtype=self.dtype, device=device)
+        self.seen = torch.zeros(n, dtype=self.dtype, device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.scaled_bounds = self.bounds * self.signs  # a violation: value * sign > this
+        self._all = torch.arange(n, device=device)
+        self.sampling = False
+        self._index: dict[tuple[int, ...], torch.Tensor | None] = {}
+        self._constant: dict[int, torch.Tensor] = {}
+        self.start(bounds, sampling=False)
+
+    def start(self, bounds: Sequence[float], *, sampling: bool) -> None:
+        """Empty the statistics for a new epoch under ``bounds`` (once per epoch: a copy)."""
+        self.stats[:4].zero_()
+        self.stats[4:].fill_(-math.inf)
+        self.rejects.zero_()
+        self.bounds.copy_(upload(bounds, self.dtype, self.device))
+        torch.mul(self.bounds, self.signs, out=self.scaled_bounds)
+        self.seen.zero_()
+        self.sampling = sampling and self.sample_size > 0
+        self.touched = False
+
+    def index(self, slots: tuple[int, ...]) -> torch.Tensor | None:
+        """The device index of ``slots``, made once per tuple; None for all slots in order."""
+        if slots in self._index:
+            return self._index[slots]
+        full = slots == tuple(range(self.n))
+        idx = None if full else upload(slots, torch.long, self.device)
+        self._index[slots] = idx
+        return idx
+
+    @torch.no_grad()
+    def add(
+        self, slots: tuple[int, ...], values: list[torch.Tensor], accepted: torch.Tensor | None
+    ) -> None:
+        """Count one observation per slot; with ``accepted`` (a bool), only if it is true.
+
+        About fifteen small kernels whatever the number of values (twelve more
+        while a median or quantile sample is kept); no host synchronisation.
+        """
+        self.touched = True
+        idx = self.index(slots)
+        dtype = self.dtype
+        if not all(t.dim() == 0 for t in values):
+            values = [t.reshape(()) for t in values]
+        v = torch.stack(values)  # under no_grad: no graph, whatever the inputs require
+        if v.dtype != dtype:
+            v = v.to(dtype)
+        finite = torch.isfinite(v)
+        if accepted is None:
+            valid = finite
+            weight = self._ones(len(values))
+        else:
+            valid = finite & accepted
+            weight = accepted.to(dtype).expand(v.shape)
+        counted = valid.to(dtype)
+        if idx is None:
+            signs, scaled = self.signs, self.scaled_bounds
+        else:
+            signs, scaled = self.signs[idx], self.scaled_bounds[idx]
+        over = ((v * signs > scaled) & valid).to(dtype)
+        sums = torch.stack([weight, weight - counted, over, torch.where(valid, v, 0.0)])
+        masked = torch.where(valid, v, math.nan)
+        extremes = torch.stack([masked, -masked])
+        if idx is None:
+            self.stats[:4] += sums
+            torch.fmax(self.stats[4:], extremes, out=self.stats[4:])  # fmax skips the NaNs
+        else:
+            self.stats[:4].index_add_(1, idx, sums)
+            self.stats[4:].scatter_reduce_(
+                1, idx.expand(2, -1), torch.where(valid, extremes, -math.inf), "amax"
+            )
+        if self.sampling:
+            self._sample(idx, v, valid, counted)
+
+    def _ones(self, n: int) -> torch.Tensor:
+        ones = self._constant.get(n)
+        if ones is None:
+            ones = self._constant[n] = torch.ones(n, dtype=self.dtype, device=self.device)
+        return ones
+
+    def _sample(
+        self, idx: torch.Tensor | None, v: torch.Tensor, valid: torch.Tensor, counted: torch.Tensor
+    ) -> None:
+        # Algorithm R, per slot: the j-th valid value takes position j while the
+        # sample has room, then replaces a uniform position with probability k/j.
+        k = self.sample_size
+        rows = self._all if idx is None else idx
+        seen = self.seen[rows] + counted
+        u = torch.rand(v.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        position = torch.where(seen <= k, seen - 1, torch.floor(u * seen))
+        write = valid & (position < k)
+        position = position.clamp(0, k - 1).long()
+        current = self.samples[rows, position]
+        self.samples[rows, position] = torch.where(write, v, current)
+        self.seen[rows] = seen
+
+    @torch.no_grad()
+    def reject(self, flag: torch.Tensor) -> None:
+        """Count a rejected step where ``flag`` (a bool or count tensor) says so."""
+        self.touched = True
+        self.rejects.add_(flag.detach().reshape(()).to(self.dtype))
+
+    @torch.no_grad()
+    def pack(self) -> torch.Tensor:
+        """The statistics as a packed vector on the device (see `layout`)."""
+        parts = [
+            self.stats[:4].reshape(-1),
+            self.rejects.reshape(1),
+            self.stats[4:].reshape(-1),
+            self.seen,
+            self.samples[:, : self.sample_size].reshape(-1),
+        ]
+        return torch.cat(parts).to(torch.float64)

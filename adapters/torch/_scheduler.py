@@ -1,0 +1,701 @@
+"""TorchScheduler: a core scheduler fed from tensors without host synchronisation."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping
+from typing import Any, Literal, SupportsFloat
+
+import torch
+
+from constraint_sched import (
+    ConstraintScheduler,
+    ConstraintSpec,
+    Event,
+    Phase,
+    SchedulerCollection,
+    Tally,
+    _state,
+)
+from constraint_sched._reservoir import Reservoir, combine, seed_for
+from constraint_sched.adapters.torch import _distributed
+from constraint_sched.adapters.torch._accumulate import DeviceTally, HostTally, layout, upload
+
+Accumulate = Literal["auto", "device", "host"]
+Observation = SupportsFloat | torch.Tensor
+
+_MISSING: Any = object()
+_FORMAT = "constraint_sched.adapters.torch.TorchScheduler"
+_FIELDS = ("lower", "upper", "healthy", "margin", "scale")
+_SAMPLED = ("median", "quantile")
+
+
+class TorchScheduler:
+    """A `ConstraintScheduler` (or a `SchedulerCollection`) observed from tensors on any device.
+
+    A training step hands its metric tensors to `observe` and never waits
+    for the accelerator: for tensors on an accelerator the statistics (count,
+    NaN/inf count, violations of the bound in force, sum, max, min, and a
+    bounded sample for a median or quantile discovery) accumulate on that
+    device, in place. CPU tensors and Python numbers are read on the host,
+    which is cheaper for them. `advance_epoch` synchronises once, reduces the
+    statistics across ranks when ``torch.distributed`` is initialised (sum
+    for counts, max for the max, min for the min), merges them into the core
+    scheduler as `constraint_sched.Tally` objects and moves the bounds: every
+    rank ends the epoch with the same bound and phase.
+
+    Bounds (`bound`) and score parameters (`parameters`, used by `score`)
+    are 0-d tensors cached per device and dtype and updated in place at each
+    epoch boundary, so a compiled loss that reads them needs no recompile.
+
+    Which statistics are exact on the device: the count, the NaN/inf count,
+    the violations and the max and min are exact; the sum (for the epoch's
+    means) is a float64 sum. A median or quantile discovery keeps a uniform
+    sample of ``DiscoveryPhase.reservoir`` values per spec on each device
+    (Algorithm R, with the tally's own generator, so the run's random stream
+    is left alone); at the epoch boundary the samples of the host, the
+    devices and the ranks are combined in proportion to the values each
+    stands for. The median is exact while the discovery's valid values, all
+    ranks and epochs together, number at most ``reservoir``; beyond, it is
+    the median of a uniform sample of them.
+
+    Args:
+        scheduler: The core scheduler, or a collection of them.
+        accumulate: ``"auto"`` (accelerator tensors on their device, CPU
+            tensors and numbers on the host), ``"device"`` (every tensor on
+            its own device, CPU included) or ``"host"`` (read every value:
+            one synchronisation per tensor; for debugging).
+        process_group: The ``torch.distributed`` group to agree in; None for
+            the default group (used only when one is initialised).
+
+    Raises:
+        TypeError: ``scheduler`` is neither a scheduler nor a collection.
+        ValueError: ``accumulate`` is not one of the three modes.
+
+    Examples:
+        >>> from constraint_sched import ConstraintSpec, ConstraintScheduler, SqueezeSchedule
+        >>> kl = [ConstraintSpec(n, "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
+        ...       for n in ("kl_core", "kl_detail")]
+        >>> sched = TorchScheduler(ConstraintScheduler(
+        ...     kl, squeeze=SqueezeSchedule.table({3: 13000.0, 4: 3000.0})))
+        >>> for a, b in [(42358.2, 38921.5), (40000.0, 39500.0)]:
+        ...     sched.observe({"kl_core": torch.tensor(a), "kl_detail": torch.tensor(b)})
+        >>> [e.kind for e in sched.advance_epoch()]
+        ['discovered', 'held']
+        >>> ceiling = sched.bound(dtype=torch.float64)
+        >>> ceiling
+        tensor(42358.1992, dtype=torch.float64)
+        >>> _ = sched.advance_epoch(); ceiling  # the same tensor, updated in place
+        tensor(13000., dtype=torch.float64)
+    """
+
+    def __init__(
+        self,
+        scheduler: ConstraintScheduler | SchedulerCollection,
+        *,
+        accumulate: Accumulate = "auto",
+        process_group: Any = None,
+    ) -> None:
+        if isinstance(scheduler, ConstraintScheduler):
+            schedulers = [scheduler]
+        elif isinstance(scheduler, SchedulerCollection):
+            schedulers = list(scheduler)
+        else:
+            raise TypeError(
+                "TorchScheduler: scheduler must be a ConstraintScheduler or a "
+                f"SchedulerCollection, got {scheduler!r}"
+            )
+        if accumulate not in ("auto", "device", "host"):
+            raise ValueError(
+                f"TorchScheduler: accumulate must be 'auto', 'device' or 'host', got {accumulate!r}"
+            )
+        self._core = scheduler
+        self._schedulers = schedulers
+        self._accumulate: Accumulate = accumulate
+        self._group = process_group
+        self._names: tuple[str, ...] = tuple(n for s in schedulers for n in s.names)
+        self._owner = [s for s in schedulers for _ in s.names]
+        self._owner_index = [k for k, s in enumerate(schedulers) for _ in s.names]
+        self._index = {n: i for i, n in enumerate(self._names)}
+        self._raise_nonfinite = [s.nonfinite == "raise" for s in self._owner]
+        # One spec object per slot for all epochs: a score passes every numeric
+        # field as a cached tensor and reads only the kind and steepness, which
+        # never change, so torch.compile's guards hold across epochs (see `score`).
+        self._scorers = [s.spec(n) for s, n in zip(self._owner, self._names, strict=True)]
+        self._auto = [False] * len(self._names)
+        self._sample_size = max(s.discovery.reservoir for s in schedulers)
+        config = json.dumps([s.state_dict()["config"] for s in schedulers], sort_keys=True)
+        self._digest = zlib.crc32(config.encode())
+        self._host = HostTally(len(self._names))
+        self._devices: dict[torch.device, DeviceTally] = {}
+        self._bounds: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._params: dict[tuple[int, torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+        self._last: dict[str, Tally] = {}
+        self._last_means: dict[str, float] = {}
+        self._start_epoch()
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def core(self) -> ConstraintScheduler | SchedulerCollection:
+        """The wrapped core scheduler or collection."""
+        return self._core
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every spec name, in order."""
+        return self._names
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 1-based."""
+        return self._schedulers[0].epoch
+
+    def phase(self, name: str | None = None) -> Phase:
+        """The phase of the scheduler that holds spec ``name`` (optional with one scheduler)."""
+        return self._schedulers[self._scheduler_index(name)].phase
+
+    def spec(self, name: str | None = None) -> ConstraintSpec:
+        """The spec called ``name`` with its current bound applied."""
+        return self._owner[self._slot(name)].spec(self._names[self._slot(name)])
+
+    @property
+    def last_tallies(self) -> dict[str, Tally]:
+        """The last completed epoch's statistics per spec, across every rank."""
+        return dict(self._last)
+
+    @property
+    def last_means(self) -> dict[str, float]:
+        """The last completed epoch's mean of the valid observations per spec (NaN if none)."""
+        return dict(self._last_means)
+
+    def bound(
+        self,
+        name: str | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """The bound in force for spec ``name`` as a 0-d tensor, updated in place each epoch.
+
+        The same tensor object is returned for the same scheduler, device and
+        dtype, and `advance_epoch` writes the new bound into it, so a compiled
+        function that reads it sees the new value without recompiling. Treat
+        it as read-only.
+
+        Args:
+            name: A spec of the scheduler; may be left out when there is one scheduler.
+            device: Where the tensor lives (default: the CPU).
+            dtype: Its floating dtype (default: ``torch.get_default_dtype()``).
+
+        Returns:
+            The cached tensor (``inf`` or the spec's own bound during discovery).
+        """
+        k = self._scheduler_index(name)
+        key = (k, *_where(device, dtype))
+        cached = self._bounds.get(key)
+        if cached is None:
+            cached = torch.full((), self._schedulers[k].bound, dtype=key[2], device=key[1])
+            self._bounds[key] = cached
+        return cached
+
+    def parameters(
+        self,
+        name: str | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The numeric parameters of spec ``name`` as cached 0-d tensors, updated in place.
+
+        These are what `score` passes to `constraint_sched.ConstraintSpec.score`
+        (``upper`` and ``healthy`` of a ``BOX_ASYMMETRIC`` spec, a ``margin``, a
+        ``scale``...). An ``"auto"`` scale not yet discovered reads ``inf``.
+
+        Returns:
+            A dict from field name to tensor; the dict and its tensors are cached.
+        """
+        slot = self._slot(name)
+        key = (slot, *_where(device, dtype))
+        cached = self._params.get(key)
+        if cached is None:
+            cached = {
+                f: torch.full((), v, dtype=key[2], device=key[1])
+                for f, v in _numbers(self.spec(self._names[slot])).items()
+            }
+            self._params[key] = cached
+        return cached
+
+    def score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
+        """The score of ``x`` under spec ``name``'s current bound (differentiable).
+
+        Computed by the core's `constraint_sched.ConstraintSpec.score` with
+        the cached parameter tensors of ``x``'s device and dtype. Nothing it
+        reads changes from one epoch to the next except the values in those
+        tensors, so ``torch.compile`` does not recompile at epoch boundaries.
+
+        Raises:
+            ValueError: The spec's scale is ``"auto"`` and still being discovered.
+        """
+        slot = self._slot(name)
+        if self._auto[slot]:
+            self.spec(self._names[slot]).score(0.0)  # raises the core's error, naming the spec
+        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
+        return self._scorers[slot].score(x, parameters=params)
+
+    def violation(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
+        """How far ``x`` lies beyond spec ``name``'s current bounds (0 inside)."""
+        slot = self._slot(name)
+        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
+        return self._scorers[slot].violation(x, parameters=params)
+
+    # -- the hot path ------------------------------------------------------------
+
+    def observe(
+        self,
+        name_or_value: str | Observation | Mapping[str, Observation],
+        value: Observation = _MISSING,
+        *,
+        accepted: torch.Tensor | bool | None = None,
+    ) -> None:
+        """Record a step's metric values: tensors (any device, with or without grad) or numbers.
+
+        Three forms, as in the core: ``observe(value)`` with one spec,
+        ``observe(name, value)`` and ``observe({name: value, ...})``. A tensor
+        must hold one element; it is detached. Accelerator tensors are
+        accumulated on their device without any host synchronisation.
+
+        Args:
+            name_or_value: The value, a spec name, or a mapping of names to values.
+            value: The value, when the first argument is a name.
+            accepted: Count the values only if this is true: a 0-d bool tensor
+                (on the device, for a step whose rejection is decided there) or
+                a bool. Pair it with ``reject(~accepted)``.
+
+        Raises:
+            KeyError: An unknown spec name.
+            TypeError: A value that is neither a number nor a tensor, a missing
+                name with several specs, or an ``accepted`` that is not a bool.
+            ValueError: A tensor with more than one element; a non-finite host
+                value of a scheduler with ``nonfinite="raise"`` (device values
+                are checked at the epoch boundary).
+        """
+        if value is _MISSING:
+            if isinstance(name_or_value, Mapping):
+                items: Any = name_or_value.items()
+            else:
+                if len(self._names) != 1:
+                    raise TypeError(
+                        f"TorchScheduler: observe(value) needs exactly one spec; this one has "
+                        f"{list(self._names)}: use observe(name, value) or observe({{name: value}})"
+                    )
+                items = ((self._names[0], name_or_value),)
+        else:
+            items = ((name_or_value, value),)
+        where: torch.device | None = None  # the device that decides acceptance
+        flag: torch.Tensor | None = None
+        if accepted is not None:
+            if isinstance(accepted, torch.Tensor):
+                if accepted.dtype != torch.bool or accepted.numel() != 1:
+                    raise TypeError(
+                        "TorchScheduler.observe: accepted must be a bool or a one-element bool "
+                        f"tensor, got a {accepted.dtype} tensor of shape {tuple(accepted.shape)}"
+                    )
+                if self._on_device(accepted):
+                    where, flag = accepted.device, accepted.reshape(())
+                elif not accepted.item():
+                    return
+            elif isinstance(accepted, bool):
+                if not accepted:
+                    return
+                accepted = None
+            else:
+                raise TypeError(
+                    f"TorchScheduler.observe: accepted must be a bool or a bool tensor, "
+                    f"got {accepted!r}"
+                )
+        groups: dict[torch.device, tuple[list[int], list[torch.Tensor]]] = {}
+        host = self._host
+        for name, v in items:
+            i = self._index.get(name)
+            if i is None:
+                i = self._slot(name)
+            if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    raise ValueError(
+                        f"TorchScheduler.observe: the value of {name!r} must hold one element, "
+                        f"got a tensor of shape {tuple(v.shape)}"
+                    )
+                if self._on_device(v) or (where is not None and v.device.type != "cpu"):
+                    device = v.device if where is None else where
+                    group = groups.get(device)
+                    if group is None:
+                        group = groups[device] = ([], [])
+                    group[0].append(i)
+                    group[1].append(v if v.device == device else v.to(device))
+                    continue
+                if v.is_complex():
+                    raise TypeError(
+                        f"TorchScheduler.observe: the value of {name!r} must be real, got {v!r}"
+                    )
+                x = float(v.item())
+            else:
+                try:
+                    x = float(v)
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"TorchScheduler.observe: the value of {name!r} must be a number or a "
+                        f"tensor, got {v!r}"
+                    ) from None
+            if where is not None:  # acceptance is decided on the device: so is this value
+                group = groups.setdefault(where, ([], []))
+                group[0].append(i)
+                group[1].append(torch.full((), x, dtype=torch.float64, device=where))
+                continue
+            if x - x != 0.0 and self._raise_nonfinite[i]:
+                raise ValueError(
+                    f"TorchScheduler: non-finite observation {x!r} of {name!r} (nonfinite='raise')"
+                )
+            host.add(i, x)
+        for device, (slots, values) in groups.items():
+            self._tally(device).add(
+                tuple(slots),
+                values,
+                flag if device == where else None,
+            )
+
+    def reject(self, count: int | bool | torch.Tensor = 1) -> None:
+        """Count rejected steps: an int >= 0, a bool, or a one-element bool tensor.
+
+        A bool tensor on an accelerator (the step's reject flag) is counted on
+        the device, without a host synchronisation.
+
+        Raises:
+            TypeError: A tensor that is not a one-element bool tensor (a CPU
+                integer tensor is read as an int), or not a number.
+            ValueError: A negative count.
+        """
+        if isinstance(count, torch.Tensor):
+            device_flag = count.dtype == torch.bool and self._on_device(count)
+            cpu_int = count.device.type == "cpu" and not (
+                count.is_floating_point() or count.is_complex()
+            )
+            if count.numel() != 1 or not (device_flag or cpu_int):
+                raise TypeError(
+                    "TorchScheduler.reject: count must be an int, a bool, or a one-element bool "
+                    f"tensor, got a {count.dtype} tensor of shape {tuple(count.shape)} on "
+                    f"{count.device}"
+                )
+            if device_flag:
+                self._tally(count.device).reject(count)
+                return
+            count = int(count.item())
+        if isinstance(count, bool):
+            count = int(count)
+        if not isinstance(count, int):
+            raise TypeError(f"TorchScheduler.reject: count must be an int, got {count!r}")
+        if count < 0:
+            raise ValueError(f"TorchScheduler.reject: count must be >= 0, got {count!r}")
+        self._host.rejects += count
+
+    # -- the epoch boundary --------------------------------------------------------
+
+    def advance_epoch(self) -> list[Event]:
+        """End the epoch: synchronise once, agree across ranks, move every bound.
+
+        Under an initialised ``torch.distributed`` process group every rank
+        must call this at the same point: the statistics are reduced across
+        ranks first, so all ranks end with the same bounds and phases. Events
+        are logged on rank 0 only, returned and passed to callbacks on every rank.
+
+        Returns:
+            The core's events.
+
+        Raises:
+            ValueError: The ranks' schedulers are configured differently or at
+                different epochs, or a non-finite value reached a scheduler with
+                ``nonfinite="raise"``. Nothing changes.
+        """
+        distributed = _distributed.active(self._group)
+        if distributed:
+            self._check_agreement()
+        tallies, rejects = self._collect(distributed)
+        for i, tally in enumerate(tallies):
+            if tally.nonfinite and self._raise_nonfinite[i]:
+                raise ValueError(
+                    f"TorchScheduler: {tally.nonfinite} non-finite observations of "
+                    f"{self._names[i]!r} this epoch (nonfinite='raise')"
+                )
+        for i, tally in enumerate(tallies):
+            self._owner[i].merge(self._names[i], tally)
+        for scheduler in self._schedulers:
+            scheduler.reject(rejects)
+        log = _distributed.rank(self._group) == 0
+        events = self._core.advance_epoch(log=log)
+        self._last = dict(zip(self._names, tallies, strict=True))
+        self._last_means = {n: t.mean for n, t in zip(self._names, tallies, strict=True)}
+        self._start_epoch()
+        return events
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core's state and this epoch's statistics so far, as plain data.
+
+        Goes into an ordinary ``torch.save`` and loads with
+        ``torch.load(..., weights_only=True)`` (or JSON). Reading the device
+        statistics synchronises; in a distributed run save at an epoch
+        boundary, where they are empty (each rank holds only its own part).
+
+        Returns:
+            ``{"format", "version", "names", "core", "epoch"}``.
+        """
+        tallies, rejects = self._collect(distributed=False)
+        return {
+            "format": _FORMAT,
+            "version": _state.FORMAT_VERSION,
+            "names": list(self._names),
+            "core": self._core.state_dict(),
+            "epoch": {
+                "rejects": rejects,
+                "tallies": [_tally_plain(t) for t in tallies],
+            },
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a `state_dict`: the core's state and the epoch's statistics so far.
+
+        Raises:
+            ValueError: Corrupt, foreign or newer data, other spec names, or a
+                core state that does not load; the message names the field.
+                Nothing changes.
+        """
+        path = "state_dict"
+        _state.check_header(state_dict, _FORMAT, path)
+        names = state_dict.get("names")
+        if names != list(self._names):
+            raise ValueError(
+                f"{path}.names: saved for specs {names!r}, but this TorchScheduler has "
+                f"{list(self._names)}"
+            )
+        r = _state.Reader(state_dict, path).child("epoch")
+        rejects = r.integer("rejects")
+        items = r.items("tallies", len(self._names))
+        tallies = [_tally_read(item, f"{path}.epoch.tallies[{i}]") for i, item in enumerate(items)]
+        core = state_dict.get("core")
+        if not isinstance(core, Mapping):
+            raise ValueError(f"{path}.core: expected a mapping, got {core!r}")
+        self._core.load_state_dict(core)
+        self._start_epoch()
+        host = self._host
+        for i, tally in enumerate(tallies):
+            host.count[i], host.nonfinite[i] = tally.count, tally.nonfinite
+            host.violations[i], host.total[i] = tally.violations, tally.total
+            host.maximum[i], host.minimum[i] = tally.maximum, tally.minimum
+            if host.reservoirs is not None and tally.samples:
+                host.reservoirs[i].merge(list(tally.samples), tally.valid)
+        host.rejects = rejects
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _slot(self, name: str | None) -> int:
+        if name is None:
+            if len(self._names) == 1:
+                return 0
+            raise TypeError(f"TorchScheduler: name the spec: one of {list(self._names)}")
+        try:
+            return self._index[name]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"TorchScheduler has no spec {name!r}; it has {list(self._names)}"
+            ) from None
+
+    def _scheduler_index(self, name: str | None) -> int:
+        if name is None and len(self._schedulers) == 1:
+            return 0
+        return self._owner_index[self._slot(name)]
+
+    def _on_device(self, t: torch.Tensor) -> bool:
+        mode = self._accumulate
+        return mode == "device" or (mode == "auto" and t.device.type != "cpu")
+
+    def _tally(self, device: torch.device) -> DeviceTally:
+        tally = self._devices.get(device)
+        if tally is None:
+            bounds, signs, _, _ = self._bound_lists()
+            tally = DeviceTally(
+                len(self._names),
+                device,
+                bounds=bounds,
+                signs=signs,
+                sample_size=self._sample_size,
+                seed=seed_for("/".join(self._names) + f"@{device}"),
+            )
+            tally.start(bounds, sampling=self._sampling())
+            self._devices[device] = tally
+        return tally
+
+    def _bound_lists(self) -> tuple[list[float], list[float], list[float], list[float]]:
+        bounds, signs, above, below = [], [], [], []
+        for scheduler in self._owner:
+            b = scheduler.bound
+            upper = scheduler.side == "upper"
+            bounds.append(b)
+            signs.append(1.0 if upper else -1.0)
+            above.append(b if upper else math.inf)
+            below.append(-math.inf if upper else b)
+        return bounds, signs, above, below
+
+    def _needs_samples(self, i: int) -> bool:
+        s = self._owner[i]
+        return s.phase is Phase.DISCOVERY and s.discovery.statistic in _SAMPLED
+
+    def _sampling(self) -> bool:
+        return any(self._needs_samples(i) for i in range(len(self._names)))
+
+    def _start_epoch(self) -> None:
+        bounds, _, above, below = self._bound_lists()
+        sampling = self._sampling()
+        reservoirs = None
+        if sampling:
+            reservoirs = [
+                Reservoir(self._sample_size, seed_for(f"{n}@host/{self.epoch}"))
+                for n in self._names
+            ]
+        self._host.start(above, below, reservoirs)
+        for tally in self._devices.values():
+            tally.start(bounds, sampling=sampling)
+        self._refresh_tensors()
+
+    @torch.no_grad()
+    def _refresh_tensors(self) -> None:
+        self._auto = [self.spec(n).scale == "auto" for n in self._names]
+        for (k, _, _), t in self._bounds.items():
+            t.fill_(self._schedulers[k].bound)
+        for (slot, _, _), params in self._params.items():
+            values = _numbers(self.spec(self._names[slot]))
+            for field, t in params.items():
+                t.fill_(values[field])
+
+    def _collect(self, distributed: bool) -> tuple[list[Tally], int]:
+        """Every slot's tally of the epoch (across ranks if ``distributed``): one sync."""
+        n, k = len(self._names), self._sample_size
+        parts = layout(n, k)
+        live = [t for t in self._devices.values() if t.touched or t.sampling]
+        target = live[0].device if live else torch.device("cpu")
+        if distributed:
+            target = _distributed.reduce_device(self._group, target)
+        head_size = parts["max"].stop
+        head = upload(self._host.pack(k)[:head_size], torch.float64, target)
+        tails = []
+        for tally in live:
+            packed = tally.pack().to(target)
+            head[parts["sum"]] += packed[parts["sum"]]
+            torch.maximum(head[parts["max"]], packed[parts["max"]], out=head[parts["max"]])
+            tails.append(packed[head_size:])
+        if distributed:
+            _distributed.reduce_packed(head, parts["sum"], parts["max"], self._group)
+        flat = torch.cat([head, *tails]).tolist()  # the one synchronisation
+        # Median/quantile samples: each source (the host, each device, each rank)
+        # holds a uniform sample of its own valid values; they are combined in
+        # proportion to the values each stands for, the same way on every rank.
+        sampled = [i for i in range(n) if self._needs_samples(i)]
+        sources: dict[int, list[tuple[list[float], int]]] = {i: [] for i in sampled}
+        for i in sampled:
+            if self._host.reservoirs is not None:
+                reservoir = self._host.reservoirs[i]
+                sources[i].append((list(reservoir.values), reservoir.count))
+            for j in range(len(tails)):
+                tail = flat[head_size + j * n * (k + 1) : head_size + (j + 1) * n * (k + 1)]
+                seen = round(tail[i])
+                sources[i].append((tail[n + i * k : n + i * k + min(seen, k)], seen))
+        if distributed and sampled:
+            every = _distributed.gather(sources, self._group)
+            sources = {i: [p for rank in every for p in rank[i]] for i in sampled}
+        samples: list[list[float]] = [[] for _ in range(n)]
+        for i in sampled:
+            seed = seed_for(f"{self._names[i]}/combine/{self.epoch}")
+            samples[i], _ = combine([p for p in sources[i] if p[1]], k, seed)
+        tallies = []
+        for i in range(n):
+            count, nonfinite, violations = (round(flat[r * n + i]) for r in range(3))
+            tallies.append(
+                Tally(
+                    count,
+                    nonfinite=nonfinite,
+                    violations=violations,
+                    maximum=flat[4 * n + 1 + i],
+                    minimum=-flat[5 * n + 1 + i],
+                    total=flat[3 * n + i],
+                    samples=samples[i],
+                )
+            )
+        return tallies, round(flat[4 * n])
+
+    def _check_agreement(self) -> None:
+        mine = (self._digest, self.epoch, self._names)
+        every = _distributed.gather(mine, self._group)
+        for r, theirs in enumerate(every):
+            if theirs != mine:
+                raise ValueError(
+                    f"TorchScheduler: rank {r} has (config digest, epoch, specs) {theirs!r} but "
+                    f"rank {_distributed.rank(self._group)} has {mine!r}; every rank must build "
+                    "the same schedulers and call advance_epoch together"
+                )
+
+
+def _where(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[Any, Any]:
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    index: int | None = dev.index  # None for a bare "cuda" (torch's stubs say int)
+    if dev.type == "cuda" and index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    kind = torch.get_default_dtype() if dtype is None else dtype
+    if not torch.empty(0, dtype=kind).is_floating_point():
+        raise TypeError(f"TorchScheduler: dtype must be a floating dtype, got {kind}")
+    return dev, kind
+
+
+def _numbers(spec: ConstraintSpec) -> dict[str, float]:
+    out = {}
+    for field in _FIELDS:
+        value = getattr(spec, field)
+        if value is not None:
+            out[field] = math.inf if value == "auto" else float(value)
+    return out
+
+
+def _tally_plain(t: Tally) -> dict[str, Any]:
+    return {
+        "count": t.count,
+        "nonfinite": t.nonfinite,
+        "violations": t.violations,
+        "total": _state.encode_float(t.total),
+        "maximum": _state.encode_float(t.maximum),
+        "minimum": _state.encode_float(t.minimum),
+        "samples": list(t.samples),
+    }
+
+
+def _tally_read(data: Any, path: str) -> Tally:
+    r = _state.Reader(data, path)
+    count, nonfinite, violations = (
+        r.integer("count"),
+        r.integer("nonfinite"),
+        r.integer("violations"),
+    )
+    maximum, minimum, total = r.number("maximum"), r.number("minimum"), r.number("total")
+    samples = r.numbers("samples")
+    try:
+        return Tally(
+            count,
+            nonfinite=nonfinite,
+            violations=violations,
+            maximum=maximum,
+            minimum=minimum,
+            total=total,
+            samples=samples,
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
