@@ -77,3 +77,89 @@ def test_json_holds_the_figures(quick_run: tuple[str, dict]) -> None:
     for record in figures["memory"]:
         assert record["baseline_peak_bytes"] > 0
         assert record["ours_peak_bytes"] > 0
+
+
+# --- the PyTorch adapter's benchmark: observe() and RollbackGuard against the original ----------
+
+ADAPTER_SCRIPT = REPO_ROOT / "benchmarks" / "adapter_overhead.py"
+ADAPTER_OBSERVE_CASES = (
+    "step, discovery epoch",
+    "step, later epoch",
+    "observe only, discovery",
+    "observe only, later",
+    "VAE training step",
+)
+ADAPTER_ROLLBACK_CASES = (
+    "snapshot only",
+    "snapshot + restore",
+    "snapshot + restore_if",
+    "snapshot + if flag.item()",
+)
+TIMING = r"[\d.]+ \[[\d.]+\]"
+RATIO = r"[\d.]+x \[[\d.]+x\]"
+
+
+@pytest.fixture(scope="module")
+def adapter_quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    if not ADAPTER_SCRIPT.is_file():
+        pytest.skip("benchmarks/adapter_overhead.py is not in this tree")
+    pytest.importorskip("torch")
+    workdir = tmp_path_factory.mktemp("adapter-bench")
+    figures = workdir / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(ADAPTER_SCRIPT), "--quick", "--device", "cpu", "--json", str(figures)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout, json.loads(figures.read_text(encoding="utf-8"))
+
+
+def test_adapter_header_names_torch_device_and_threads(adapter_quick_run: tuple[str, dict]) -> None:
+    out, figures = adapter_quick_run
+    assert f"torch {figures['machine']['torch']}" in out
+    assert "device: cpu (" in out
+    assert "torch threads:" in out
+    assert "--quick" in out
+
+
+@pytest.mark.parametrize("case", ADAPTER_OBSERVE_CASES)
+def test_adapter_prints_observe_ratios(adapter_quick_run: tuple[str, dict], case: str) -> None:
+    out, _ = adapter_quick_run
+    # On the CPU: baseline, ours (auto) and its ratio, ours (device) and its ratio.
+    row = re.compile(
+        rf"^\s*{re.escape(case)}\s+{TIMING}\s+{TIMING}\s+{RATIO}\s+{TIMING}\s+{RATIO}\s*$"
+    )
+    assert any(row.match(line) for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("case", ADAPTER_ROLLBACK_CASES)
+def test_adapter_prints_rollback_ratios(adapter_quick_run: tuple[str, dict], case: str) -> None:
+    out, _ = adapter_quick_run
+    row = re.compile(rf"^\s*{re.escape(case)}\s+{TIMING}\s+{TIMING}\s+{RATIO}\s*$")
+    assert any(row.match(line) for line in out.splitlines()), out
+    assert re.search(r"[\d,]+ parameters", out), out
+
+
+def test_adapter_json_holds_both_ratios(adapter_quick_run: tuple[str, dict]) -> None:
+    out, figures = adapter_quick_run
+    ratios = figures["ratios"]
+    for name in ("observe_step_discovery", "rollback_snapshot_restore"):
+        assert ratios[name] > 0
+        assert f"{ratios[name]:.2f}x" in out
+    observe = {r["case"]: r for r in figures["observe"]["records"]}
+    assert set(ADAPTER_OBSERVE_CASES) <= set(observe)
+    for case in ADAPTER_OBSERVE_CASES:
+        for side in ("baseline", "ours", "ours_device"):
+            assert observe[case][side]["best_us"] > 0
+        assert observe[case]["ratio_ours"]["best"] > 0
+    rollback = figures["rollback"]
+    assert [r["case"] for r in rollback["records"]] == list(ADAPTER_ROLLBACK_CASES)
+    for record in rollback["records"]:
+        assert record["ratio"]["best"] > 0
+    assert rollback["parameters"] > 0
+    assert figures["machine"]["device"] == "cpu"
+    assert {"torch", "device_name", "torch_threads"} <= set(figures["machine"])
