@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
-from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
+
+from host_reads import host_reads_forbidden  # noqa: E402
 
 from constraint_sched.adapters.torch import (  # noqa: E402
     LBOObjective,
@@ -52,35 +52,6 @@ SCORES = {
     "detail_cov": 0.3,
     "real": 0.55,
 }
-
-HOST_READS = (
-    "item",
-    "tolist",
-    "cpu",
-    "numpy",
-    "__bool__",
-    "__float__",
-    "__int__",
-    "__index__",
-    "__complex__",
-    "__array__",
-)
-
-
-@contextlib.contextmanager
-def host_reads_forbidden() -> Iterator[None]:
-    """While inside, reading any tensor's value on the host raises AssertionError."""
-
-    def forbidden(name: str) -> Callable[..., Any]:
-        def read(self: Any, *args: Any, **kwargs: Any) -> Any:
-            raise AssertionError(f"host synchronisation: Tensor.{name} was called")
-
-        return read
-
-    with contextlib.ExitStack() as stack:
-        for name in HOST_READS:
-            stack.enter_context(mock.patch.object(torch.Tensor, name, forbidden(name)))
-        yield
 
 
 def tensors(scores: Mapping[str, float], **kwargs: Any) -> dict[str, Any]:

@@ -66,6 +66,17 @@ def _run_installed(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 # -- the wheel ------------------------------------------------------------------------
 
 
+def _build_wheel(source: Path, out: Path) -> None:
+    """``pip wheel`` the project at ``source`` into ``out`` (no build isolation: offline)."""
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    command += ["--disable-pip-version-check", "-w", str(out), str(source)]
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        command, cwd=out, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("hatchling") is None:
@@ -74,26 +85,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "the wheel cannot be built without build isolation"
         )
     out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "-w",
-            str(out),
-            str(REPO_ROOT),
-        ],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    _build_wheel(REPO_ROOT, out)
     wheels = sorted(out.glob("*.whl"))
     assert len(wheels) == 1, f"expected one wheel, got {wheels}"
     return wheels[0]
@@ -284,26 +276,7 @@ def test_developer_link_adds_nothing_to_the_wheel(wheel: Path, tmp_path: Path) -
     except OSError as error:  # e.g. Windows without the symlink privilege
         pytest.skip(f"cannot create the developer link: {error}")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "-w",
-            str(out),
-            str(source),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    _build_wheel(source, out)
     (linked,) = out.glob("*.whl")
     names = _wheel_names(linked)
     assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)

@@ -11,7 +11,6 @@ import statistics
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
-from unittest import mock
 
 import attrs
 import pytest
@@ -37,6 +36,8 @@ from constraint_sched import (  # noqa: E402
 from constraint_sched.adapters.torch import TorchScheduler  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+from host_reads import host_reads_forbidden  # noqa: E402
+
 # Torch's own warnings while compiling: dynamo traces through array_api_compat's lru_cache
 # helpers (2.13), and some torch versions (2.11) still reach torch.jit.script_method.
 dynamo_warnings = pytest.mark.filterwarnings(
@@ -47,34 +48,6 @@ dynamo_warnings = pytest.mark.filterwarnings(
 Core = ConstraintScheduler | SchedulerCollection
 
 # Every way a tensor's value reaches the host (a device synchronisation on an accelerator).
-HOST_READS = (
-    "item",
-    "tolist",
-    "cpu",
-    "numpy",
-    "__bool__",
-    "__float__",
-    "__int__",
-    "__index__",
-    "__complex__",
-    "__array__",
-)
-
-
-@contextlib.contextmanager
-def host_reads_forbidden() -> Iterator[None]:
-    """While inside, reading any tensor's value on the host raises AssertionError."""
-
-    def forbidden(name: str) -> Callable[..., Any]:
-        def read(self: Any, *args: Any, **kwargs: Any) -> Any:
-            raise AssertionError(f"host synchronisation: Tensor.{name} was called")
-
-        return read
-
-    with contextlib.ExitStack() as stack:
-        for name in HOST_READS:
-            stack.enter_context(mock.patch.object(torch.Tensor, name, forbidden(name)))
-        yield
 
 
 # --- helpers ------------------------------------------------------------------------------
