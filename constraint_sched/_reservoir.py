@@ -16,6 +16,7 @@ import zlib
 from constraint_sched._state import Reader
 
 _MASK = (1 << 64) - 1
+_NEVER = 1 << 62  # a stream index no stream reaches
 
 
 def _splitmix64(state: int) -> tuple[int, float]:
@@ -29,38 +30,43 @@ def _splitmix64(state: int) -> tuple[int, float]:
 
 
 def combine(parts: list[tuple[list[float], int]], size: int, rng: int) -> tuple[list[float], int]:
-    """A uniform sample of at most ``size`` values of the union of several populations.
+    """A sample of at most ``size`` values of the union of several populations.
 
     Each part is ``(sample, population)``: a uniform sample, without
-    replacement, of ``min(population, size)`` or more of ``population``
-    observations. The result draws from each part as a sample of the union
-    would (a multivariate hypergeometric split), then picks that many of the
-    part's values at random.
+    replacement, of a ``population`` of observations (all of them when the
+    lengths are equal). Each part gives the combined sample a share
+    proportional to its population (the remainders going to parts at random
+    in proportion to their fractions), picked at random from its values; the
+    combined sample is as large as every part can supply its share of.
 
     Returns:
         The sample and the generator's next state.
     """
-    remaining = [population for _, population in parts]
-    total = sum(remaining)
-    take = [0] * len(parts)
-    for _ in range(min(size, total)):
+    parts = [(list(sample), population) for sample, population in parts if population > 0]
+    total = sum(population for _, population in parts)
+    if not parts:
+        return [], rng
+    n = min(size, total)
+    for sample, population in parts:
+        n = min(n, len(sample) * total // population)
+    quotas = [n * population / total for _, population in parts]
+    take = [math.floor(q) for q in quotas]
+    fractions = [q - t for q, t in zip(quotas, take, strict=True)]
+    for _ in range(n - sum(take)):
         rng, u = _splitmix64(rng)
-        pick = u * total
-        j = 0
-        while j < len(parts) - 1 and pick >= remaining[j]:
-            pick -= remaining[j]
+        pick, j = u * sum(fractions), 0
+        while j < len(parts) - 1 and (pick >= fractions[j] or fractions[j] == 0.0):
+            pick -= fractions[j]
             j += 1
-        take[j] += 1
-        remaining[j] -= 1
-        total -= 1
+        take[j] = min(take[j] + 1, len(parts[j][0]))
+        fractions[j] = 0.0
     out: list[float] = []
-    for (sample, _), n in zip(parts, take, strict=True):
-        pool = list(sample)
-        for i in range(n):  # a partial Fisher-Yates shuffle
+    for (pool, _), k in zip(parts, take, strict=True):
+        for i in range(k):  # a partial Fisher-Yates shuffle
             rng, u = _splitmix64(rng)
             j = i + int(u * (len(pool) - i))
             pool[i], pool[j] = pool[j], pool[i]
-        out += pool[:n]
+        out += pool[:k]
     return out, rng
 
 
@@ -80,7 +86,7 @@ class Reservoir:
         (3.0, 3)
     """
 
-    __slots__ = ("_next", "_rng", "_w", "count", "size", "values")
+    __slots__ = ("_fill", "_next", "_rng", "_w", "count", "size", "values")
 
     def __init__(self, size: int, seed: int) -> None:
         self.size = size
@@ -89,6 +95,7 @@ class Reservoir:
         self._rng = seed & _MASK
         self._w = 1.0
         self._next = 0
+        self._fill = size  # values are appended while count <= this
 
     def _uniform(self) -> float:
         self._rng, u = _splitmix64(self._rng)
@@ -97,7 +104,11 @@ class Reservoir:
     def _skip(self) -> None:
         # The stream index of the next value to enter the sample.
         if self._w == 0.0:  # after a merge: Vitter's Algorithm X, which needs only the count
-            u, k, t = self._uniform(), self.size, self.count + 1
+            k = len(self.values)
+            if k == 0:  # nothing to replace: nothing enters again
+                self._next = self.count + _NEVER
+                return
+            u, t = self._uniform(), self.count + 1
             gap, quot = 0, (t - k) / t
             while quot > u:
                 gap, t = gap + 1, t + 1
@@ -112,35 +123,32 @@ class Reservoir:
 
         The sample then stands for ``count + population`` observations: each
         part keeps a share of the sample proportional to how many observations
-        it stands for, not to how many values it brings. ``values`` must hold
-        at least ``min(population, size)`` of them.
+        it stands for, not to how many values it brings (see `combine`); a
+        part with fewer values than its share can shrink the sample.
         """
         if len(values) >= population:
             for x in values[:population]:
                 self.add(x)
             return
-        if len(values) < min(population, self.size):
-            raise ValueError(
-                f"a sample of {population} observations needs at least "
-                f"{min(population, self.size)} values, got {len(values)}"
-            )
         merged, self._rng = combine(
             [(self.values, self.count), (values, population)], self.size, self._rng
         )
         self.values = merged
         self.count += population
+        self._fill = 0  # the sample no longer holds every value: nothing is appended
         self._w = 0.0
         self._skip()
 
     def add(self, x: float) -> None:
         """Take one value."""
         self.count += 1
-        if self.count <= self.size:
+        if self.count <= self._fill:  # every value so far is in the sample
             self.values.append(x)
             if self.count == self.size:
                 self._skip()
         elif self.count == self._next:
-            self.values[int(self._uniform() * self.size)] = x
+            values = self.values
+            values[int(self._uniform() * len(values))] = x
             self._skip()
 
     def quantile(self, q: float) -> float | None:
@@ -161,17 +169,22 @@ class Reservoir:
             "rng": str(self._rng),
             "w": self._w,
             "next": self._next,
+            "fill": self._fill,
         }
 
     def load(self, data: Reader) -> None:
         """Restore what `state` wrote; ValueError naming the field if it is corrupt."""
         values = data.numbers("values")
         count, following, w = data.integer("count"), data.integer("next"), data.number("w")
-        if len(values) != min(count, self.size):
+        fill = data.integer("fill")
+        if fill not in (0, self.size):
+            raise ValueError(f"{data.path}.fill: expected 0 or {self.size}, got {fill}")
+        complete = len(values) == min(count, self.size)
+        if not (complete if fill else len(values) <= min(count, self.size)):
             raise ValueError(f"{data.path}: {count} observations but {len(values)} values")
         rng = data.data.get("rng")
         if not (isinstance(rng, str) and rng.isdigit() and int(rng) <= _MASK):
             raise ValueError(f"{data.path}.rng: expected a 64-bit integer string, got {rng!r}")
-        self.count, self.values, self._rng, self._w, self._next = (
-            count, values, int(rng), w, following
+        self.count, self.values, self._rng, self._w, self._next, self._fill = (
+            count, values, int(rng), w, following, fill
         )  # fmt: skip

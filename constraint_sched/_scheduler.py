@@ -327,10 +327,9 @@ class ConstraintScheduler:
         For loops whose values live where a per-value `observe` would cost too
         much (an accelerator, other processes): merging is equivalent to
         observing the tallied values one by one (for a median or quantile,
-        when ``samples`` holds them all; a sample of more values than the
-        discovery's reservoir weighs as the ``valid`` observations it stands
-        for). Two forms: ``merge(tally)`` when the scheduler has one spec, and
-        ``merge(name, tally)``.
+        when ``samples`` holds them all; a sample of fewer weighs as the
+        ``valid`` observations it stands for). Two forms: ``merge(tally)``
+        when the scheduler has one spec, and ``merge(name, tally)``.
 
         Args:
             name_or_tally: The tally, or the spec's name.
@@ -340,9 +339,8 @@ class ConstraintScheduler:
             KeyError: An unknown spec name.
             TypeError: Not a `Tally`, or a missing name when there are several specs.
             ValueError: The tally has non-finite observations and
-                ``nonfinite="raise"``, or fewer samples than
-                ``min(valid, DiscoveryPhase.reservoir)`` while discovery needs
-                them (median, quantile). Nothing is recorded.
+                ``nonfinite="raise"``, or valid observations but no samples
+                while discovery needs them (median, quantile). Nothing is recorded.
 
         Examples:
             >>> sched = ConstraintScheduler(ConstraintSpec("kl", "upper", margin=1e9))
@@ -364,13 +362,11 @@ class ConstraintScheduler:
                 f"of {self._names[i]!r} (nonfinite='raise')"
             )
         mode = self._mode
-        needed = min(tally.valid, self._cfg.discovery.reservoir)
-        if mode == _QUANTILE and len(tally.samples) < needed:
+        if mode == _QUANTILE and tally.valid and not tally.samples:
             raise ValueError(
                 f"ConstraintScheduler {self.name!r}: discovery by "
-                f"{self._cfg.discovery.statistic!r} needs at least {needed} Tally.samples for "
-                f"{self._names[i]!r} ({tally.valid} valid observations, "
-                f"{len(tally.samples)} samples)"
+                f"{self._cfg.discovery.statistic!r} needs Tally.samples for "
+                f"{self._names[i]!r} ({tally.valid} valid observations, no samples)"
             )
         self._counts[i] += tally.count
         self._nonfinite += tally.nonfinite

@@ -130,7 +130,7 @@ def test_merge_with_nonfinite_raise_refuses_and_records_nothing() -> None:
 def test_a_median_discovery_needs_samples() -> None:
     sched = _kl_scheduler("median")
     with pytest.raises(
-        ValueError, match=r"discovery by 'median' needs at least 2 Tally.samples for 'kl_core'"
+        ValueError, match=r"discovery by 'median' needs Tally.samples for 'kl_core'"
     ):
         sched.merge("kl_core", Tally(2, maximum=5.0, minimum=4.0))
     assert sched.current_epoch.observations == 0
@@ -218,10 +218,20 @@ def test_a_merged_reservoir_keeps_sampling_and_restores_exactly() -> None:
     assert a.advance_epoch() == b.advance_epoch()
 
 
-def test_too_few_samples_for_the_reservoir_are_refused() -> None:
+def test_a_small_sample_stands_for_its_population_and_shrinks_the_sample() -> None:
     sched = _scale_scheduler(reservoir=8, quantile=0.5)
-    with pytest.raises(
-        ValueError,
-        match=r"needs at least 8 Tally.samples for 'mse' \(100 valid observations, 3 samples\)",
-    ):
-        sched.merge(Tally(100, maximum=3.0, minimum=1.0, samples=[1.0, 2.0, 3.0]))
+    for x in range(8):
+        sched.observe(100.0 + x)  # 8 values, kept exactly
+    # 3 values standing for 24: the union's share is 1/4 old, 3/4 new, and the
+    # largest sample in which the new part can supply its share has 4 values.
+    sched.merge(Tally(24, maximum=3.0, minimum=1.0, samples=[1.0, 2.0, 3.0]))
+    window = sched.state_dict()["state"]["window"][0]
+    assert window["count"] == 32
+    values = sorted(window["values"])
+    assert len(values) == 4
+    assert sum(v >= 100 for v in values) == 1
+    for _ in range(1000):  # later values keep entering the shrunken sample
+        sched.observe(50.0)
+    assert 50.0 in sched.state_dict()["state"]["window"][0]["values"]
+    sched.advance_epoch()
+    assert sched.spec().scale == 50.0

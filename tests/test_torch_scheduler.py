@@ -742,19 +742,20 @@ def test_a_mid_epoch_restore_beyond_the_reservoir_keeps_the_sample_uniform(
 ) -> None:
     """Beyond the reservoir the restored sample weighs what it stands for (not bit-identical)."""
     values = [float((i * 37) % 1001) for i in range(1000)]  # uniform on 0..1000: median ~500
-    original = _median_scheduler(accumulate, 64)
+    original = _median_scheduler(accumulate, 256)
     _feed_median(original, values[:900])
-    clone = _median_scheduler(accumulate, 64)
+    clone = _median_scheduler(accumulate, 256)
     clone.load_state_dict(through_torch_save(original.state_dict(), tmp_path))
     # Only low values after the restore: a sample that forgot the 1,800 before
-    # (counting them as 64) would put the median far below 500.
+    # (counting them as 256) would put the median under 100; the true one is 444,
+    # and a 256-value sample's median is within about 60 of it.
     tail = [v / 10 for v in values[900:]]
     _feed_median(original, tail)
     _feed_median(clone, tail)
     original.advance_epoch()
     clone.advance_epoch()
     for sched in (original, clone):
-        assert 300.0 < sched.core.bound < 600.0, sched.core.bound
+        assert 250.0 < sched.core.bound < 650.0, sched.core.bound
 
 
 def corrupt(path: str, value: Any) -> Callable[[dict[str, Any]], None]:

@@ -7,11 +7,19 @@ the NaN/inf ones (``nonfinite``), the valid ones beyond the bound in force
 quantile, a uniform sample of the valid values as well. `pack` lays them out
 in one float64 vector so that an epoch boundary reads everything with one copy
 and reduces it across ranks with two collectives.
+
+The device's median/quantile sample is a reservoir of *steps*: whether a step
+is kept, and in which row, is decided on the host from the number of steps
+(Algorithm R with a seeded Python generator), so a kept step costs one row
+copy on the device and a skipped one nothing. A row holds every slot's value
+of that step, NaN where a value is missing, invalid or not accepted; the
+valid entries of a slot are a uniform sample of its valid values.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 import torch
@@ -28,8 +36,7 @@ def layout(n: int, sample_size: int) -> dict[str, slice]:
     parts = {
         "sum": slice(0, 4 * n + 1),  # the four sum rows, then the rejects
         "max": slice(4 * n + 1, 6 * n + 1),
-        "seen": slice(6 * n + 1, 7 * n + 1),
-        "samples": slice(7 * n + 1, 7 * n + 1 + n * sample_size),
+        "samples": slice(6 * n + 1, 6 * n + 1 + sample_size * n),  # step-major: (size, n)
     }
     return parts
 
@@ -86,14 +93,12 @@ class HostTally:
         if self.reservoirs is not None:
             self.reservoirs[i].add(x)
 
-    def pack(self, sample_size: int) -> list[float]:
-        """The statistics as a packed vector (see `layout`)."""
-        n = self.n
+    def pack(self) -> list[float]:
+        """The statistics as the head of a packed vector (see `layout`)."""
         out: list[float] = [*self.count, *self.nonfinite, *self.violations, *self.total]
         out.append(float(self.rejects))
         out += self.maximum
         out += [-m for m in self.minimum]
-        out += [0.0] * (n + n * sample_size)  # host samples stay in the reservoirs
         return [float(v) for v in out]
 
     @property
@@ -107,9 +112,9 @@ class DeviceTally:
 
     Every update is a fixed sequence of tensor operations whatever the values
     are (no Python branch on a tensor), so a step never waits for the device.
-    The median and quantile sample is a reservoir (Algorithm R) of
-    ``sample_size`` values per slot whose random positions come from the
-    tally's own generator, so a run's random stream is left alone.
+    The median and quantile sample keeps ``sample_size`` steps (see the
+    module's docstring), chosen on the host with the tally's own generator,
+    so a run's random stream is left alone.
     """
 
     def __init__(
@@ -129,13 +134,11 @@ class DeviceTally:
         self.rejects = torch.zeros((), dtype=self.dtype, device=device)
         self.bounds = upload(bounds, self.dtype, device)
         self.signs = upload(signs, self.dtype, device)
-        self.samples = torch.zeros(n, max(sample_size, 1), dtype=self.dtype, device=device)
-        self.seen = torch.zeros(n, dtype=self.dtype, device=device)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.samples = torch.full((sample_size, n), math.nan, dtype=self.dtype, device=device)
         self.scaled_bounds = self.bounds * self.signs  # a violation: value * sign > this
-        self._all = torch.arange(n, device=device)
         self.sampling = False
+        self.steps = 0  # steps offered to the sample this epoch
+        self._rng = random.Random(seed)
         self._index: dict[tuple[int, ...], torch.Tensor | None] = {}
         self._constant: dict[int, torch.Tensor] = {}
         self.start(bounds, sampling=False)
@@ -147,9 +150,16 @@ class DeviceTally:
         self.rejects.zero_()
         self.bounds.copy_(upload(bounds, self.dtype, self.device))
         torch.mul(self.bounds, self.signs, out=self.scaled_bounds)
-        self.seen.zero_()
+        if self.steps:
+            self.samples.fill_(math.nan)
+        self.steps = 0
         self.sampling = sampling and self.sample_size > 0
         self.touched = False
+
+    @property
+    def kept(self) -> int:
+        """How many rows of the sample hold steps."""
+        return min(self.steps, self.sample_size)
 
     def index(self, slots: tuple[int, ...]) -> torch.Tensor | None:
         """The device index of ``slots``, made once per tuple; None for all slots in order."""
@@ -166,8 +176,8 @@ class DeviceTally:
     ) -> None:
         """Count one observation per slot; with ``accepted`` (a bool), only if it is true.
 
-        About fifteen small kernels whatever the number of values (twelve more
-        while a median or quantile sample is kept); no host synchronisation.
+        About fifteen small kernels whatever the number of values (one more
+        for a step kept in the median or quantile sample); no host synchronisation.
         """
         self.touched = True
         idx = self.index(slots)
@@ -202,7 +212,7 @@ class DeviceTally:
                 1, idx.expand(2, -1), torch.where(valid, extremes, -math.inf), "amax"
             )
         if self.sampling:
-            self._sample(idx, v, valid, counted)
+            self._sample(idx, masked)
 
     def _ones(self, n: int) -> torch.Tensor:
         ones = self._constant.get(n)
@@ -210,21 +220,21 @@ class DeviceTally:
             ones = self._constant[n] = torch.ones(n, dtype=self.dtype, device=self.device)
         return ones
 
-    def _sample(
-        self, idx: torch.Tensor | None, v: torch.Tensor, valid: torch.Tensor, counted: torch.Tensor
-    ) -> None:
-        # Algorithm R, per slot: the j-th valid value takes position j while the
-        # sample has room, then replaces a uniform position with probability k/j.
-        k = self.sample_size
-        rows = self._all if idx is None else idx
-        seen = self.seen[rows] + counted
-        u = torch.rand(v.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        position = torch.where(seen <= k, seen - 1, torch.floor(u * seen))
-        write = valid & (position < k)
-        position = position.clamp(0, k - 1).long()
-        current = self.samples[rows, position]
-        self.samples[rows, position] = torch.where(write, v, current)
-        self.seen[rows] = seen
+    def _sample(self, idx: torch.Tensor | None, masked: torch.Tensor) -> None:
+        # Algorithm R over steps, decided on the host: the j-th step takes row j
+        # while there is room, then replaces a uniform row with probability k/j.
+        self.steps += 1
+        k, j = self.sample_size, self.steps - 1
+        if j >= k:
+            j = self._rng.randrange(self.steps)
+            if j >= k:
+                return
+        row = self.samples[j]
+        if idx is None:
+            row.copy_(masked)
+        else:  # the slots this step did not observe have no value in it
+            row.fill_(math.nan)
+            row.index_copy_(0, idx, masked)
 
     @torch.no_grad()
     def reject(self, flag: torch.Tensor) -> None:
@@ -233,13 +243,9 @@ class DeviceTally:
         self.rejects.add_(flag.detach().reshape(()).to(self.dtype))
 
     @torch.no_grad()
-    def pack(self) -> torch.Tensor:
-        """The statistics as a packed vector on the device (see `layout`)."""
-        parts = [
-            self.stats[:4].reshape(-1),
-            self.rejects.reshape(1),
-            self.stats[4:].reshape(-1),
-            self.seen,
-            self.samples[:, : self.sample_size].reshape(-1),
-        ]
+    def pack(self, *, samples: bool) -> torch.Tensor:
+        """The statistics, and the sample rows if asked, packed on the device (see `layout`)."""
+        parts = [self.stats[:4].reshape(-1), self.rejects.reshape(1), self.stats[4:].reshape(-1)]
+        if samples:
+            parts.append(self.samples.reshape(-1))
         return torch.cat(parts).to(torch.float64)

@@ -52,14 +52,15 @@ class TorchScheduler:
 
     Which statistics are exact on the device: the count, the NaN/inf count,
     the violations and the max and min are exact; the sum (for the epoch's
-    means) is a float64 sum. A median or quantile discovery keeps a uniform
-    sample of ``DiscoveryPhase.reservoir`` values per spec on each device
-    (Algorithm R, with the tally's own generator, so the run's random stream
-    is left alone); at the epoch boundary the samples of the host, the
-    devices and the ranks are combined in proportion to the values each
-    stands for. The median is exact while the discovery's valid values, all
-    ranks and epochs together, number at most ``reservoir``; beyond, it is
-    the median of a uniform sample of them.
+    means) is a float64 sum. A median or quantile discovery keeps, on each
+    device, a uniform sample of ``DiscoveryPhase.reservoir`` steps (which
+    steps is decided on the host, with the tally's own generator, so a kept
+    step costs one row copy and the run's random stream is left alone); at
+    the epoch boundary the samples of the host, the devices and the ranks
+    are combined in proportion to the values each stands for. The median is
+    exact while the discovery has seen at most ``reservoir`` steps in all
+    (every device, rank and discovery epoch together); beyond, it is the
+    median of a uniform sample of the values.
 
     Args:
         scheduler: The core scheduler, or a collection of them.
@@ -588,29 +589,34 @@ class TorchScheduler:
         if distributed:
             target = _distributed.reduce_device(self._group, target)
         head_size = parts["max"].stop
-        head = upload(self._host.pack(k)[:head_size], torch.float64, target)
-        tails = []
+        head = upload(self._host.pack(), torch.float64, target)
+        packs, kept = [], []
         for tally in live:
-            packed = tally.pack().to(target)
+            packed = tally.pack(samples=tally.sampling).to(target)
             head[parts["sum"]] += packed[parts["sum"]]
             torch.maximum(head[parts["max"]], packed[parts["max"]], out=head[parts["max"]])
-            tails.append(packed[head_size:])
+            packs.append(packed)
+            kept.append(tally.kept if tally.sampling else 0)
         if distributed:
             _distributed.reduce_packed(head, parts["sum"], parts["max"], self._group)
-        flat = torch.cat([head, *tails]).tolist()  # the one synchronisation
+        flat = torch.cat([head, *packs]).tolist()  # the one synchronisation
         # Median/quantile samples: each source (the host, each device, each rank)
         # holds a uniform sample of its own valid values; they are combined in
         # proportion to the values each stands for, the same way on every rank.
         sampled = [i for i in range(n) if self._needs_samples(i)]
         sources: dict[int, list[tuple[list[float], int]]] = {i: [] for i in sampled}
-        for i in sampled:
-            if self._host.reservoirs is not None:
+        start = head_size
+        for packed, rows in zip(packs, kept, strict=True):
+            own = flat[start : start + packed.numel()]
+            start += packed.numel()
+            for i in sampled:
+                valid = round(own[i] - own[n + i])  # this device's count - nonfinite
+                values = [own[head_size + r * n + i] for r in range(rows)]
+                sources[i].append(([x for x in values if x == x], valid))  # x == x: not NaN
+        if self._host.reservoirs is not None:
+            for i in sampled:
                 reservoir = self._host.reservoirs[i]
                 sources[i].append((list(reservoir.values), reservoir.count))
-            for j in range(len(tails)):
-                tail = flat[head_size + j * n * (k + 1) : head_size + (j + 1) * n * (k + 1)]
-                seen = round(tail[i])
-                sources[i].append((tail[n + i * k : n + i * k + min(seen, k)], seen))
         if distributed and sampled:
             every = _distributed.gather(sources, self._group)
             sources = {i: [p for rank in every for p in rank[i]] for i in sampled}
