@@ -16,6 +16,7 @@ from constraint_sched._events import (
     EpochStats,
     Event,
     Held,
+    Settled,
     Squeezed,
 )
 from constraint_sched._phases import (
@@ -60,6 +61,7 @@ __all__ = [
     "HoldPhase",
     "Phase",
     "SchedulerCollection",
+    "Settled",
     "SqueezeSchedule",
     "Squeezed",
     "Tally",

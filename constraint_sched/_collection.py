@@ -117,13 +117,18 @@ class SchedulerCollection:
         for name, value in values.items():
             (route.get(name) or self._scheduler_of(name)).observe(name, value)
 
-    def merge(self, name: str, tally: Tally) -> None:
+    def merge(self, name: str, tally: Tally, *, log: bool = True) -> None:
         """Record a `Tally` of spec ``name``'s observations in its scheduler.
+
+        Args:
+            name: The spec's name.
+            tally: Its observations.
+            log: Log the events of a ``steps`` discovery this merge ends.
 
         Raises:
             KeyError: A name no scheduler has.
         """
-        self._scheduler_of(name).merge(name, tally)
+        self._scheduler_of(name).merge(name, tally, log=log)
 
     def reject(self, count: int = 1) -> None:
         """Count ``count`` rejected steps in every scheduler."""

@@ -105,6 +105,26 @@ class Held(Event):
 
 
 @attrs.frozen
+class Settled(Event):
+    """A bound discovered inside an epoch drops its provisional headroom at the epoch's end.
+
+    Examples:
+        >>> Settled(constraint="mse", epoch=2, old=0.33, new=0.3).message
+        'mse: settled ceiling 0.33 -> 0.3, the provisional headroom removed (epoch 2)'
+    """
+
+    kind: ClassVar[str] = "settled"
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        return (
+            f"{self.constraint}: settled {self.bound_name} {_fmt(self.old)} -> {_fmt(self.new)}, "
+            f"the provisional headroom removed (epoch {self.epoch})"
+        )
+
+
+@attrs.frozen
 class Squeezed(Event):
     """The bound was tightened; ``proposed`` is what the schedule asked for."""
 

@@ -88,6 +88,14 @@ class DiscoveryPhase:
     observations, an estimate from a uniform random sample beyond (seeded, so
     runs repeat and restore exactly).
 
+    With ``steps``, discovery ends inside its first epoch, after that many
+    steps (observed plus rejected), instead of at its end: the bound found is
+    widened by a further ``provisional_headroom`` for the rest of the epoch,
+    and settles (with a `Settled` event) at the next epoch boundary, where the
+    hold starts. If the epoch ends first, discovery ends there as usual. This
+    is the LBO calibration of ``auto`` scales: the median of the first 200
+    steps, 10% wider for the rest of epoch 1.
+
     Discovery lasts at least ``epochs`` epochs that saw a valid observation; an
     epoch that saw none extends it (with a `DiscoveryExtended` event) and never
     yields a bound. With ``plateau`` set, discovery goes on after ``epochs``
@@ -104,12 +112,17 @@ class DiscoveryPhase:
         plateau: Relative growth per epoch below which discovery may end.
         max_epochs: The most epochs with data discovery may last; needs ``plateau``.
         reservoir: How many observations per spec the median/quantile sample keeps.
+        steps: End discovery after this many steps of its first epoch; needs ``epochs=1``.
+        provisional_headroom: Extra widening, a fraction of the magnitude, from
+            the end of a ``steps`` window to the end of its epoch.
 
     Examples:
         >>> DiscoveryPhase()
-        DiscoveryPhase(epochs=1, statistic='max', headroom=0.0, quantile=None, plateau=None, max_epochs=None, reservoir=1024)
+        DiscoveryPhase(epochs=1, statistic='max', headroom=0.0, quantile=None, plateau=None, max_epochs=None, reservoir=1024, steps=None, provisional_headroom=0.0)
         >>> DiscoveryPhase(epochs=1, plateau=0.05, max_epochs=4).max_epochs
         4
+        >>> DiscoveryPhase(statistic="median", steps=200, provisional_headroom=0.1).steps
+        200
     """  # noqa: E501
 
     epochs: int = attrs.field(default=1, validator=_positive_int("DiscoveryPhase"))
@@ -128,6 +141,10 @@ class DiscoveryPhase:
     )
     max_epochs: int | None = attrs.field(default=None, validator=_positive_int("DiscoveryPhase"))
     reservoir: int = attrs.field(default=1024, validator=_positive_int("DiscoveryPhase"))
+    steps: int | None = attrs.field(default=None, validator=_positive_int("DiscoveryPhase"))
+    provisional_headroom: float = attrs.field(
+        default=0.0, validator=_number_in("DiscoveryPhase", 0.0, math.inf, high_open=True)
+    )
 
     def __attrs_post_init__(self) -> None:
         if (self.statistic == "quantile") != (self.quantile is not None):
@@ -140,6 +157,16 @@ class DiscoveryPhase:
                 "DiscoveryPhase.plateau and max_epochs go together: discovery that waits for "
                 "a plateau needs a most number of epochs, got "
                 f"plateau={self.plateau!r}, max_epochs={self.max_epochs!r}"
+            )
+        if self.steps is not None and (self.epochs != 1 or self.plateau is not None):
+            raise ValueError(
+                "DiscoveryPhase.steps ends discovery inside its first epoch: it needs "
+                f"epochs=1 and no plateau, got epochs={self.epochs}, plateau={self.plateau!r}"
+            )
+        if self.provisional_headroom and self.steps is None:
+            raise ValueError(
+                "DiscoveryPhase.provisional_headroom widens a bound found after `steps` steps "
+                f"for the rest of that epoch: it needs steps, got {self.provisional_headroom!r}"
             )
         if self.max_epochs is not None and self.max_epochs < self.epochs:
             raise ValueError(

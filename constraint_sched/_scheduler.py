@@ -17,7 +17,14 @@ from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
 from constraint_sched._spec import MIN_SOFT_SCALE, ConstraintKind, ConstraintSpec, Side, bound_field
 from constraint_sched._tally import Tally
-from constraint_sched._transitions import Config, EpochSummary, State, aggregate, transition
+from constraint_sched._transitions import (
+    Config,
+    EpochSummary,
+    State,
+    aggregate,
+    end_window,
+    transition,
+)
 
 logger = logging.getLogger("constraint_sched")
 
@@ -279,6 +286,8 @@ class ConstraintScheduler:
                 for key, item in name_or_value.items():  # type: ignore[union-attr]
                     i = index.get(key)
                     self._observe(self._lookup(key) if i is None else i, item)
+                if self._in_window:
+                    self._check_window(log=True)
                 return
             if not self._single:
                 raise TypeError(
@@ -290,6 +299,8 @@ class ConstraintScheduler:
         else:
             i = self._index.get(name_or_value)  # type: ignore[arg-type]
             self._observe(self._lookup(name_or_value) if i is None else i, value)
+        if self._in_window:
+            self._check_window(log=True)
 
     def _observe(self, i: int, value: SupportsFloat) -> None:
         try:
@@ -321,7 +332,9 @@ class ConstraintScheduler:
         elif mode == _QUANTILE:
             self._reservoirs[i].add(x)
 
-    def merge(self, name_or_tally: str | Tally, tally: Tally = _MISSING) -> None:
+    def merge(
+        self, name_or_tally: str | Tally, tally: Tally = _MISSING, *, log: bool = True
+    ) -> None:
         """Record a `Tally`: many observations of one spec summarised elsewhere.
 
         For loops whose values live where a per-value `observe` would cost too
@@ -334,6 +347,8 @@ class ConstraintScheduler:
         Args:
             name_or_tally: The tally, or the spec's name.
             tally: The tally, when the first argument is a name.
+            log: Log the events of a ``steps`` discovery this merge ends (see
+                `advance_epoch`); they go to the callbacks either way.
 
         Raises:
             KeyError: An unknown spec name.
@@ -371,14 +386,14 @@ class ConstraintScheduler:
         self._counts[i] += tally.count
         self._nonfinite += tally.nonfinite
         self._violations += tally.violations
-        if not tally.valid:
-            return
-        if mode == _MAX:
+        if mode == _MAX and tally.valid:
             self._window[i] = max(self._window[i], tally.maximum)
-        elif mode == _MIN:
+        elif mode == _MIN and tally.valid:
             self._window[i] = min(self._window[i], tally.minimum)
-        elif mode == _QUANTILE:
+        elif mode == _QUANTILE and tally.valid:
             self._reservoirs[i].merge(list(tally.samples), tally.valid)
+        if self._in_window:
+            self._check_window(log=log)
 
     def reject(self, count: int = 1) -> None:
         """Count ``count`` rejected steps (steps rolled back; their values are not observed)."""
@@ -418,11 +433,7 @@ class ConstraintScheduler:
         if new_state.phase is not Phase.DISCOVERY:
             self._reset_window()
         self._reset_epoch()
-        for event in events:
-            if log:
-                logger.info(event.message)
-            for callback in self._callbacks:
-                callback(event)
+        self._emit(events, log=log)
         return events
 
     # -- checkpoints ----------------------------------------------------------
@@ -494,6 +505,7 @@ class ConstraintScheduler:
             wait=r.integer("wait"),
             before_squeeze=r.optional_number("before_squeeze"),
             fresh_squeeze=r.flag("fresh_squeeze"),
+            settle_to=r.optional_number("settle_to") if "settle_to" in r.data else None,
         )
         if st.phase is not Phase.DISCOVERY and not math.isfinite(st.bound):
             raise ValueError(
@@ -541,6 +553,35 @@ class ConstraintScheduler:
 
     # -- internals ------------------------------------------------------------
 
+    def _check_window(self, *, log: bool) -> None:
+        steps = self._cfg.discovery.steps
+        assert steps is not None
+        if max(self._counts) + self._rejects < steps:
+            return
+        # The window is full: discovery ends now, inside the epoch.
+        stats = self._epoch_stats()
+        per_spec = self._window_values()
+        summary = EpochSummary(
+            stats=stats,
+            statistic=aggregate(self._cfg.side, list(per_spec.values())) if per_spec else None,
+            per_spec=per_spec,
+            window_observations=self._window_observations + stats.observations,
+        )
+        if summary.statistic is None:  # nothing valid yet: the epoch's end decides
+            return
+        new_state, events = end_window(self._cfg, self._st, summary)
+        self._commit(new_state)
+        self._window_observations = summary.window_observations
+        self._reset_window()
+        self._emit(events, log=log)
+
+    def _emit(self, events: list[Event], *, log: bool) -> None:
+        for event in events:
+            if log:
+                logger.info(event.message)
+            for callback in self._callbacks:
+                callback(event)
+
     def _commit(self, st: State) -> None:
         # Build the specs first: if that raised, nothing would be half-updated.
         if st.phase is Phase.DISCOVERY:
@@ -548,6 +589,7 @@ class ConstraintScheduler:
         else:
             specs = tuple(s.with_bound(st.bound, self._cfg.side) for s in self._original)
         self._st, self._specs = st, specs
+        self._in_window = st.phase is Phase.DISCOVERY and self._cfg.discovery.steps is not None
         above, below = (st.bound, -math.inf) if self._cfg.side == "upper" else (math.inf, st.bound)
         self._violation_above, self._violation_below = above, below
 

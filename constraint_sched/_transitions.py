@@ -22,6 +22,7 @@ from constraint_sched._events import (
     EpochStats,
     Event,
     Held,
+    Settled,
     Squeezed,
 )
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
@@ -81,6 +82,8 @@ class State:
     wait: int = 0
     before_squeeze: float | None = None
     fresh_squeeze: bool = False
+    settle_to: float | None = None
+    """The bound at the next epoch boundary, after a discovery that ended inside the epoch."""
 
 
 @attrs.frozen
@@ -109,6 +112,9 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
     nxt = st.epoch + 1
     base: dict[str, Any] = {"constraint": cfg.name, "epoch": nxt, "side": cfg.side}
     events: list[Event] = []
+    if st.settle_to is not None:
+        events.append(Settled(**base, old=st.bound, new=st.settle_to))
+        st = attrs.evolve(st, bound=st.settle_to, settle_to=None)
 
     if st.phase is Phase.DISCOVERY:
         d = cfg.discovery
@@ -220,6 +226,60 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
         return _squeeze(cfg, st, seen, events, base)
 
     return attrs.evolve(st, epoch=nxt, fresh_squeeze=False), events
+
+
+def end_window(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[Event]]:
+    """End a ``steps`` discovery inside its epoch (`DiscoveryPhase.steps`).
+
+    The bound found applies at once, widened by the provisional headroom until
+    the epoch's boundary, where `transition` settles it and the hold starts.
+    A bound found at or past the target converges at once, at the target.
+
+    Args:
+        cfg: The scheduler's configuration.
+        st: The state, in discovery.
+        seen: What the window saw (its ``statistic`` is not None).
+
+    Returns:
+        The state for the rest of the epoch (same ``epoch``) and the events.
+    """
+    assert seen.statistic is not None
+    base: dict[str, Any] = {"constraint": cfg.name, "epoch": st.epoch, "side": cfg.side}
+    found = cfg.nearest_valid(cfg.widen(seen.statistic))
+    target = cfg.squeeze.target if cfg.squeeze is not None else None
+    early = target is not None and cfg.at_or_past(found, target)
+    room = cfg.discovery.provisional_headroom * abs(found)
+    provisional = cfg.nearest_valid(found + room if cfg.side == "upper" else found - room)
+    new = target if early and target is not None else provisional
+    events: list[Event] = [
+        Discovered(
+            **base,
+            old=st.bound,
+            new=new,
+            statistic=cfg.discovery.statistic,
+            value=seen.statistic,
+            per_spec=dict(seen.per_spec),
+            observations=seen.window_observations,
+        )
+    ]
+    st = attrs.evolve(
+        st,
+        bound=new,
+        discovered=found,
+        data_epochs=st.data_epochs + 1,
+        previous_statistic=seen.statistic,
+    )
+    if early:
+        events.append(Converged(**base, old=new, new=new, reason="early"))
+        return attrs.evolve(st, phase=Phase.CONVERGED), events
+    if cfg.hold.epochs > 0:
+        following = {**base, "epoch": st.epoch + 1}
+        events.append(Held(**following, old=found, new=found, epochs=cfg.hold.epochs))
+    # The rest of this epoch is held too; the hold's epochs count from the next.
+    settle = None if new == found else found
+    return attrs.evolve(st, phase=Phase.HOLD, hold_left=cfg.hold.epochs + 1, settle_to=settle), (
+        events
+    )
 
 
 def _squeeze(

@@ -1114,3 +1114,40 @@ def test_cuda_first_observe_and_reject_do_not_synchronise() -> None:
     sched.advance_epoch()
     assert sched.core["kl_core+kl_detail"].bound == 30000.0
     assert sched.spec("mse").scale == 0.25
+
+
+# --- steps discovery: a window that ends inside the first epoch ----------------------------
+
+
+@pytest.mark.parametrize("accumulate", ["device", "auto"])
+def test_a_steps_discovery_ends_inside_the_epoch_like_the_core(accumulate: str) -> None:
+    def build() -> ConstraintScheduler:
+        return ConstraintScheduler(
+            ConstraintSpec("mse", "minimize_soft", scale="auto"),
+            discovery=DiscoveryPhase(statistic="median", steps=5, provisional_headroom=0.1),
+            squeeze=SqueezeSchedule.geometric(target=0.01, epochs=3),
+        )
+
+    core, sched, seen = build(), TorchScheduler(build(), accumulate=accumulate), []
+    sched.add_callback(seen.append)
+    scale = sched.parameters("mse", dtype=torch.float64)["scale"]
+    for _ in range(4):
+        for i in range(8):
+            value, bad = 0.1 * (i + 1), i == 6
+            sched.observe(torch.tensor(value, dtype=torch.float64), accepted=torch.tensor(not bad))
+            sched.reject(torch.tensor(bad))
+            if bad:
+                core.reject()
+            else:
+                core.observe(value)
+            if i == 4 and core.epoch == 1:  # the fifth step closed the window, mid-epoch
+                assert sched.phase() is Phase.HOLD
+                assert float(scale) == pytest.approx(1.1 * 0.3)
+        assert sched.advance_epoch() == core.advance_epoch()
+        assert (sched.core.phase, sched.core.bound) == (core.phase, core.bound)
+        assert float(scale) == pytest.approx(core.bound)
+        tally = sched.last_tallies["mse"]
+        assert (tally.count, core.last_epoch.rejects) == (7, 1)  # the whole epoch is reported
+    assert [e.kind for e in seen] == [
+        "discovered", "held", "settled", "squeezed", "squeezed", "squeezed", "converged",
+    ]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, SupportsFloat
 
 import torch
@@ -45,6 +45,12 @@ class TorchScheduler:
     for counts, max for the max, min for the min), merges them into the core
     scheduler as `constraint_sched.Tally` objects and moves the bounds: every
     rank ends the epoch with the same bound and phase.
+
+    A ``DiscoveryPhase(steps=N)`` discovery ends inside its first epoch: at
+    the N-th `observe` call of the epoch the adapter synchronises once more,
+    merges what it has seen, and the bound applies from the next step (its
+    events reach `add_callback` callbacks and the log then). Every rank makes
+    that call at the same step in a distributed run.
 
     Bounds (`bound`) and score parameters (`parameters`, used by `score`)
     are 0-d tensors cached per device and dtype and updated in place at each
@@ -135,6 +141,9 @@ class TorchScheduler:
         self._params: dict[tuple[int, torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         self._last: dict[str, Tally] = {}
         self._last_means: dict[str, float] = {}
+        self._flushed: list[Tally] | None = None  # merged early this epoch (a steps window)
+        self._window_calls = 0  # observe calls this epoch, while a steps window is open
+        self._window_at: int | None = None
         self._start_epoch()
 
     # -- reading ---------------------------------------------------------------
@@ -366,6 +375,10 @@ class TorchScheduler:
                 values,
                 flag if device == where else None,
             )
+        if self._window_at is not None:
+            self._window_calls += 1
+            if self._window_calls >= self._window_at:
+                self._end_windows()
 
     def reject(self, count: int | bool | torch.Tensor = 1) -> None:
         """Count rejected steps: an int >= 0, a bool, or a one-element bool tensor.
@@ -419,6 +432,29 @@ class TorchScheduler:
                 different epochs, or a non-finite value reached a scheduler with
                 ``nonfinite="raise"``. Nothing changes.
         """
+        log = _distributed.rank(self._group) == 0
+        tallies = self._merge_epoch_so_far(log=log)
+        events = self._core.advance_epoch(log=log)
+        flushed, self._flushed = self._flushed, None
+        if flushed is not None:  # a steps discovery ended inside the epoch: report it whole
+            tallies = [_plus(a, b) for a, b in zip(flushed, tallies, strict=True)]
+        self._last = dict(zip(self._names, tallies, strict=True))
+        self._last_means = {n: t.mean for n, t in zip(self._names, tallies, strict=True)}
+        self._window_calls = 0
+        self._start_epoch()
+        return events
+
+    def add_callback(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback(event)`` for every later event of every scheduler, on every rank.
+
+        Events of a ``DiscoveryPhase(steps=...)`` discovery, which ends inside
+        an epoch during `observe`, arrive this way (and in the log).
+        """
+        for scheduler in self._schedulers:
+            scheduler.add_callback(callback)
+
+    def _merge_epoch_so_far(self, *, log: bool) -> list[Tally]:
+        """Synchronise once, agree across ranks and merge everything into the core."""
         distributed = _distributed.active(self._group)
         if distributed:
             self._check_agreement()
@@ -429,16 +465,20 @@ class TorchScheduler:
                     f"TorchScheduler: {tally.nonfinite} non-finite observations of "
                     f"{self._names[i]!r} this epoch (nonfinite='raise')"
                 )
-        for i, tally in enumerate(tallies):
-            self._owner[i].merge(self._names[i], tally)
+        # Rejects first: a steps discovery counts rejected steps, and ends in a merge.
         for scheduler in self._schedulers:
             scheduler.reject(rejects)
-        log = _distributed.rank(self._group) == 0
-        events = self._core.advance_epoch(log=log)
-        self._last = dict(zip(self._names, tallies, strict=True))
-        self._last_means = {n: t.mean for n, t in zip(self._names, tallies, strict=True)}
+        for i, tally in enumerate(tallies):
+            self._owner[i].merge(self._names[i], tally, log=log)
+        return tallies
+
+    def _end_windows(self) -> None:
+        """A ``steps`` discovery's window is full: merge what the epoch saw so far (one sync)."""
+        tallies = self._merge_epoch_so_far(log=_distributed.rank(self._group) == 0)
+        if self._flushed is not None:
+            tallies = [_plus(a, b) for a, b in zip(self._flushed, tallies, strict=True)]
+        self._flushed = tallies
         self._start_epoch()
-        return events
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -568,6 +608,13 @@ class TorchScheduler:
         self._host.start(above, below, reservoirs)
         for tally in self._devices.values():
             tally.start(bounds, sampling=sampling)
+        windows = [
+            s.discovery.steps
+            for s in self._schedulers
+            if s.discovery.steps is not None and s.phase is Phase.DISCOVERY
+        ]
+        open_windows = [w for w in windows if w > self._window_calls]
+        self._window_at = min(open_windows) if open_windows else None
         self._refresh_tensors()
 
     @torch.no_grad()
@@ -705,3 +752,15 @@ def _tally_read(data: Any, path: str) -> Tally:
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def _plus(a: Tally, b: Tally) -> Tally:
+    """Two parts of one epoch's tally, for its report (samples are not kept)."""
+    return Tally(
+        a.count + b.count,
+        nonfinite=a.nonfinite + b.nonfinite,
+        violations=a.violations + b.violations,
+        maximum=max(a.maximum, b.maximum),
+        minimum=min(a.minimum, b.minimum),
+        total=a.total + b.total,
+    )
