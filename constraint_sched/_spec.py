@@ -277,7 +277,9 @@ class ConstraintSpec:
         Works on Python numbers (returns a float), numpy arrays and any other
         array-API array, such as torch tensors, element-wise and differentiably.
         The box kinds are continuous and strictly decreasing in the distance
-        from the healthy point (see `ConstraintKind`).
+        from the healthy point (see `ConstraintKind`). A NaN metric scores NaN,
+        never a number that would pass for a satisfied goal, so an objective
+        built on it is NaN too and the step can be rejected.
 
         Args:
             x: The raw metric: a number or an array.
@@ -298,7 +300,7 @@ class ConstraintSpec:
             >>> ConstraintSpec("mse", "minimize_soft", scale=0.5).score(0.0)
             1.0
         """
-        return _apply(self._score, x, self._values(parameters))
+        return _apply(self._score, x, self._values(parameters), nan_through=True)
 
     @overload
     def violation(self, x: float, *, parameters: Mapping[str, Any] | None = None) -> float: ...
@@ -310,7 +312,7 @@ class ConstraintSpec:
         This is the ``g(x) <= 0`` form a Lagrangian or penalty method needs
         (``g = violation``). For ``UPPER`` and ``LOWER`` the bound is the
         margin; for the ``MINIMIZE`` kinds it is the scale (the level the
-        metric is pushed below).
+        metric is pushed below). A NaN metric's violation is NaN.
 
         Args:
             x: The raw metric: a number or an array.
@@ -323,7 +325,7 @@ class ConstraintSpec:
             >>> ConstraintSpec("kl", "upper", margin=3000.0).violation(3500.0)
             500.0
         """
-        return _apply(self._violation, x, self._values(parameters))
+        return _apply(self._violation, x, self._values(parameters), nan_through=True)
 
     def _score(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
         kind = self.kind
@@ -467,7 +469,7 @@ def bound_field(kind: ConstraintKind, side: str, name: str = "?") -> str:
     return field
 
 
-def _apply(fn: Any, x: Any, p: dict[str, Any]) -> Any:
+def _apply(fn: Any, x: Any, p: dict[str, Any], *, nan_through: bool = False) -> Any:
     # Scores saturate (to 0 or 1) far from the bounds; numpy's overflow on the way
     # there is expected, not an error. errstate only concerns numpy.
     # Other namespaces never enter errstate, so torch.compile traces a score whole.
@@ -475,11 +477,24 @@ def _apply(fn: Any, x: Any, p: dict[str, Any]) -> Any:
     if not isinstance(x, np.ndarray) and isinstance(x, numbers.Real):
         if arrays:  # array parameters (a bound tensor) score a number in their namespace
             xp = array_namespace(*arrays)
-            return fn(xp, xp.asarray(float(x)), p)
+            return _through(xp, fn(xp, xp.asarray(float(x)), p), xp.asarray(float(x)))
+        if nan_through and math.isnan(x):
+            return math.nan
         with np.errstate(over="ignore"):
             return float(fn(np, np.asarray(float(x), dtype=np.float64), p))
     xp = array_namespace(x, *arrays)
     if isinstance(x, np.ndarray):
         with np.errstate(over="ignore"):
-            return fn(xp, x, p)
-    return fn(xp, x, p)
+            out = fn(xp, x, p)
+    else:
+        out = fn(xp, x, p)
+    return _through(xp, out, x) if nan_through else out
+
+
+def _through(xp: Any, out: Any, x: Any) -> Any:
+    """``out`` with NaN wherever ``x`` is NaN.
+
+    The pieces of a score test ``x > ...``, which a NaN fails: without this a
+    NaN metric would score like a value inside its bounds.
+    """
+    return xp.where(xp.isnan(x), x, out)

@@ -231,3 +231,25 @@ def test_parameters_must_be_used_by_the_kind() -> None:
     with pytest.raises(ValueError, match=r"parameters \['upper'\] are not used by UPPER"):
         spec.score(1.0, parameters={"upper": 3.0})
     assert spec.score(5.0, parameters={"margin": 20.0}) == 0.75
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ConstraintSpec("u", "upper", margin=2.0),
+        ConstraintSpec("l", "lower", margin=2.0),
+        ConstraintSpec("b", "box", lower=0.0, upper=1.0),
+        ConstraintSpec("a", "box_asymmetric", lower=0.0, healthy=0.3, upper=1.0),
+        ConstraintSpec("s", "minimize_soft", scale=1.0),
+        ConstraintSpec("h", "minimize_hard", scale=1.0),
+    ],
+    ids=lambda s: s.kind.name,
+)
+def test_a_nan_metric_scores_nan_never_a_passing_score(spec: ConstraintSpec) -> None:
+    # Every piece of a score tests the metric against a bound, which NaN fails:
+    # without care a NaN scores like a value inside (1 for MINIMIZE_SOFT).
+    assert math.isnan(spec.score(math.nan))
+    assert math.isnan(spec.violation(math.nan))
+    scored = spec.score(np.array([math.nan, 0.5]))
+    assert math.isnan(scored[0])
+    assert scored[1] == spec.score(0.5)
