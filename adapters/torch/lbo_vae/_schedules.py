@@ -1,0 +1,71 @@
+"""The run's schedulers: the shared KL ceiling and the calibration of every ``auto`` scale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from constraint_sched import (
+    Backoff,
+    ConstraintScheduler,
+    DiscoveryPhase,
+    HoldPhase,
+    SchedulerCollection,
+    SqueezeSchedule,
+)
+from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
+from constraint_sched.adapters.torch.lbo_vae._goals import Goal
+
+KL_GOALS = ("kl_core", "kl_detail")
+"""The goals that share the scheduled KL ceiling."""
+
+CALIBRATION_HEADROOM = 0.1
+"""How much wider an ``auto`` scale is from its calibration to the end of epoch 1 (LBO.md §3)."""
+
+
+def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCollection:
+    """Every scheduler of a run, as one collection.
+
+    - ``kl``: both KL goals share one ceiling, discovered in epoch 1 as the max
+      over the accepted steps, held for ``config.kl_hold`` epochs, squeezed to
+      ``config.kl_target`` (geometric from the discovered ceiling, or the
+      absolute ``config.kl_table``), backed off when an epoch after a squeeze
+      rejects more than ``config.max_reject_rate`` of its steps.
+    - one scheduler per ``auto`` scale: the median of the first
+      ``config.calibration_steps`` steps, 10% wider until the end of epoch 1.
+
+    Raises:
+        ValueError: A KL goal is missing, or the squeeze does not suit the specs.
+    """
+    by_name = {g.name: g for g in goals}
+    missing = [n for n in KL_GOALS if n not in by_name]
+    if missing:
+        raise ValueError(f"build_schedulers: the goal table has no {missing}")
+    squeeze = (
+        SqueezeSchedule.table(config.kl_table)
+        if config.kl_table is not None
+        else SqueezeSchedule.geometric(target=config.kl_target, epochs=config.kl_squeeze_epochs)
+    )
+    schedulers = [
+        ConstraintScheduler(
+            [by_name[n].spec for n in KL_GOALS],
+            discovery=DiscoveryPhase(statistic="max"),
+            hold=HoldPhase(epochs=config.kl_hold),
+            squeeze=squeeze,
+            backoff=Backoff(max_reject_rate=config.max_reject_rate, factor=1.0),
+            name="kl",
+        )
+    ]
+    for goal in goals:
+        if goal.spec.scale == "auto":
+            schedulers.append(
+                ConstraintScheduler(
+                    goal.spec,
+                    discovery=DiscoveryPhase(
+                        statistic="median",
+                        steps=config.calibration_steps,
+                        provisional_headroom=CALIBRATION_HEADROOM,
+                    ),
+                    hold=HoldPhase(epochs=0),
+                )
+            )
+    return SchedulerCollection(schedulers)

@@ -1,0 +1,213 @@
+"""One training step of the LBO-VAE: forward passes, goals, barrier, optimizer step, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
+from constraint_sched.adapters.torch.lbo_vae._goals import (
+    PERTURBATION_STD,
+    Goal,
+    GoalInputs,
+    compute,
+    group_tree,
+)
+from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, PatchDiscriminator
+
+
+class StepResult(NamedTuple):
+    """What one step did; every tensor stays on the device (no host synchronisation).
+
+    Attributes:
+        loss: The barrier loss before the step (plain MSE while calibrating).
+        groups: The top-level group scores after the step, in `Stepper.group_names` order.
+        bottleneck: The index of the smallest group after the step.
+        rejected: Whether the step was rolled back (a 0-d bool tensor).
+        metrics: Every goal's raw metric after the step (of the model kept).
+    """
+
+    loss: torch.Tensor
+    groups: torch.Tensor
+    bottleneck: torch.Tensor
+    rejected: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A horizontal flip and a colour jitter of up to 20% (brightness, contrast, saturation)."""
+    b = x.shape[0]
+
+    def factor() -> torch.Tensor:
+        u = torch.rand((b, 1, 1, 1), generator=generator, device=x.device, dtype=x.dtype)
+        return 0.8 + 0.4 * u
+
+    y = torch.flip(x, dims=(3,)) * factor()
+    mean = y.mean(dim=(1, 2, 3), keepdim=True)
+    y = (y - mean) * factor() + mean
+    grey = y.mean(dim=1, keepdim=True)
+    y = (y - grey) * factor() + grey
+    return y.clamp(0.0, 1.0)
+
+
+class Stepper:
+    """Runs the LBO-VAE's training steps; holds nothing but the parts it wires together.
+
+    A step (LBO.md, section 1): the goals' raw metrics on the batch, their
+    scores under the schedulers' current bounds, the barrier loss
+    ``-log(min group)``, an optimizer step, then the same batch (same noise)
+    again with the updated model: a non-finite loss or a group at 0 rolls the
+    step back (weights and optimizer state, with no host synchronisation) and
+    counts it as rejected. Accepted steps' metrics go to the schedulers.
+    While a scale is still being calibrated (``auto``, LBO.md section 3) the
+    step trains on plain pixel MSE instead. The discriminator is trained on
+    every other step at a tenth of the learning rate.
+
+    Args:
+        vae: The model.
+        disc: The discriminator.
+        goals: The goal table.
+        schedulers: The adapter over the goals' schedulers (every goal with a
+            scheduled bound); other goals are scored with their own spec.
+        optimizer: The VAE's optimizer.
+        disc_optimizer: The discriminator's optimizer.
+    """
+
+    def __init__(
+        self,
+        vae: LBOVAE,
+        disc: PatchDiscriminator,
+        goals: Sequence[Goal],
+        schedulers: TorchScheduler,
+        optimizer: torch.optim.Optimizer,
+        disc_optimizer: torch.optim.Optimizer,
+    ) -> None:
+        self.vae, self.disc, self.goals = vae, disc, tuple(goals)
+        self.schedulers = schedulers
+        self.optimizer, self.disc_optimizer = optimizer, disc_optimizer
+        self.objective = LBOObjective(group_tree(self.goals))
+        self.group_names = self.objective.names
+        self.guard = RollbackGuard(vae, optimizer)
+        self.disc_guard = RollbackGuard(disc, disc_optimizer)
+        self._scheduled = frozenset(schedulers.names)
+        self._fixed = {g.name: g.spec for g in self.goals if g.name not in self._scheduled}
+        self.steps = 0
+
+    def calibrating(self) -> bool:
+        """Whether an ``auto`` scale is still undiscovered (train on pixel MSE meanwhile)."""
+        return any(self.schedulers.spec(n).scale == "auto" for n in self.schedulers.names)
+
+    def inputs(
+        self, x: torch.Tensor, noise: torch.Tensor, perturb: torch.Tensor, perm: torch.Tensor
+    ) -> GoalInputs:
+        """Every tensor the goals read (LBO.md, section 6), for one batch and one noise draw."""
+        vae = self.vae
+        mu, logvar = vae.encode(x)
+        z = vae.reparameterize(mu, logvar, noise)
+        core, detail = vae.split(z)
+        recon = vae.decode(z)
+        swap = vae.decode(vae.join(core, detail[perm]))
+        p_core, p_detail = vae.split(perturb)
+        images = torch.cat(
+            [
+                vae.decode(vae.join(core, torch.zeros_like(detail))),
+                vae.decode(vae.join(core + PERTURBATION_STD * p_core, detail)),
+                vae.decode(vae.join(core, detail + PERTURBATION_STD * p_detail)),
+            ]
+        )
+        recon_core, core_perturbed, detail_perturbed = images.chunk(3)
+        mu_aug, _ = vae.encode(augment(x))
+        d_out = self.disc(torch.cat([recon, swap]))
+        d_recon, d_swap = d_out.chunk(2)
+        return GoalInputs(
+            x=x,
+            recon=recon,
+            recon_core=recon_core,
+            swap=swap,
+            x2=x[perm],
+            core_perturbed=core_perturbed,
+            detail_perturbed=detail_perturbed,
+            mu=mu,
+            logvar=logvar,
+            core_dims=vae.core_dims,
+            mu_augmented_core=vae.split(mu_aug)[0],
+            d_recon=d_recon,
+            d_swap=d_swap,
+        )
+
+    def scores(self, metrics: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every goal's score: scheduled goals under their current (tensor) bounds."""
+        sched = self.schedulers
+        return {
+            name: sched.score(name, value)
+            if name in self._scheduled
+            else self._fixed[name].score(value)
+            for name, value in metrics.items()
+        }
+
+    def __call__(self, x: torch.Tensor) -> StepResult:
+        """One training step on batch ``x``."""
+        vae, disc = self.vae, self.disc
+        b = x.shape[0]
+        noise = vae.draw_noise(x)
+        perturb = vae.draw_noise(x)
+        perm = torch.roll(torch.arange(b, device=x.device), 1)
+        disc.eval()  # scoring only: spectral norm's power iteration stays put
+        calibrating = self.calibrating()
+        self.guard.snapshot()
+        inputs = self.inputs(x, noise, perturb, perm)
+        if calibrating:
+            loss = F.mse_loss(inputs.recon, x)
+        else:
+            loss = self.objective(self.scores(compute(self.goals, inputs))).loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        with torch.no_grad():
+            after = self.inputs(x, noise, perturb, perm)
+            metrics = compute(self.goals, after)
+            if calibrating:  # only a non-finite loss rejects a calibration step
+                groups = torch.ones(len(self.group_names), device=x.device)
+                bottleneck = torch.zeros((), dtype=torch.long, device=x.device)
+                check = F.mse_loss(after.recon, x)
+                rejected = ~torch.isfinite(check)
+            else:
+                result = self.objective(self.scores(metrics))
+                groups, bottleneck, rejected = result.groups, result.bottleneck, result.reject
+        self.guard.restore_if(rejected)
+        self.schedulers.observe(
+            {n: v for n, v in metrics.items() if n in self._scheduled}, accepted=~rejected
+        )
+        self.schedulers.reject(rejected)
+        if self.steps % 2 == 0:
+            self._train_disc(x, after.recon, after.swap, rejected)
+        self.steps += 1
+        return StepResult(loss.detach(), groups, bottleneck, rejected, metrics)
+
+    def _train_disc(
+        self, x: torch.Tensor, recon: torch.Tensor, swap: torch.Tensor, rejected: torch.Tensor
+    ) -> None:
+        # A rejected step's images (NaN, say) must not train the discriminator
+        # either: its update is undone on the device like the VAE's.
+        disc = self.disc
+        self.disc_guard.snapshot()
+        disc.train()
+        real = disc(x)
+        fake = disc(torch.cat([recon, swap]).detach())
+        loss = F.binary_cross_entropy_with_logits(
+            real, torch.ones_like(real)
+        ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.disc_optimizer.step()
+        self.disc_guard.restore_if(rejected)
+        disc.eval()
+
+
+def modules(vae: LBOVAE, disc: PatchDiscriminator) -> list[nn.Module]:
+    """The trained modules, in checkpoint order."""
+    return [vae, disc]

@@ -1,0 +1,314 @@
+"""The LBO-VAE training loop: data -> model -> goals -> steps -> schedulers -> logs, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from constraint_sched import Event
+from constraint_sched.adapters.torch import TorchScheduler
+from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
+from constraint_sched.adapters.torch.lbo_vae._data import ImageSet, load, swap_scores
+from constraint_sched.adapters.torch.lbo_vae._goals import default_goals
+from constraint_sched.adapters.torch.lbo_vae._model import ModelConfig, build
+from constraint_sched.adapters.torch.lbo_vae._schedules import build_schedulers
+from constraint_sched.adapters.torch.lbo_vae._step import Stepper
+
+Printer = Callable[[str], None]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+class Run:
+    """An LBO-VAE run: everything it trains and schedules, and what it writes to ``out``.
+
+    Args:
+        config: The run's settings.
+        out: The output folder (created): ``metrics.jsonl``, plots, checkpoints.
+        print_: Where the run's messages go (the command line prints them).
+        progress: Show a progress bar per epoch (tqdm).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: str | Path,
+        *,
+        print_: Printer = print,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.out, self.print = config, Path(out), print_
+        self.progress = progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(config.device)
+        _seed_everything(config.seed)
+        self.data: ImageSet = load(
+            config.dataset,
+            data=config.data,
+            n=config.images,
+            image_size=config.image_size,
+            seed=config.seed,
+        )
+        model_config = ModelConfig(
+            image_size=config.image_size,
+            channels=int(self.data.images.shape[1]),
+            core_dims=config.core_dims,
+            detail_dims=config.detail_dims,
+            width=config.width,
+            disc_width=config.disc_width,
+        )
+        vae, disc = build(model_config)
+        self.vae, self.disc = vae.to(self.device), disc.to(self.device)
+        # fused: the step state stays on the GPU, so a rollback needs no host sync
+        fused = True if self.device.type == "cuda" else None
+        self.optimizer = torch.optim.AdamW(self.vae.parameters(), lr=config.lr, fused=fused)
+        self.disc_optimizer = torch.optim.AdamW(
+            self.disc.parameters(), lr=config.lr / 10, fused=fused
+        )
+        self.goals = default_goals(kl_lower=config.kl_lower, kl_healthy=config.kl_healthy)
+        self.collection = build_schedulers(self.goals, config)
+        self.schedulers = TorchScheduler(self.collection)
+        self.schedulers.add_callback(self._event)
+        self.stepper = Stepper(
+            self.vae, self.disc, self.goals, self.schedulers, self.optimizer, self.disc_optimizer
+        )
+        self.epoch = 1
+        self.history: list[dict[str, Any]] = []
+        self.generator = torch.Generator().manual_seed(config.seed)
+        (self.out / METRICS).write_text("")
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def train(self) -> list[dict[str, Any]]:
+        """Train for the configured epochs; returns the metrics of each epoch."""
+        rows = []
+        while self.epoch <= self.config.epochs:
+            rows.append(self.train_epoch())
+        return rows
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One epoch: every batch, then the schedulers' epoch boundary, metrics and checkpoint."""
+        cfg, stepper = self.config, self.stepper
+        kl = self.collection["kl"]
+        phase, ceiling = kl.phase.name, kl.bound
+        n = len(self.data.images)
+        order = torch.randperm(n, generator=self.generator)
+        batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+        batches = [b for b in batches if len(b) == cfg.batch_size] or batches
+        groups = len(stepper.group_names)
+        totals = torch.zeros(3 + 2 * groups, device=self.device)  # loss, min group, rejects
+        started = time.perf_counter()
+        bar = self._bar(len(batches))
+        for i, index in enumerate(batches):
+            x = self.data.images[index].to(self.device, non_blocking=True)
+            result = stepper(x)
+            # A rejected step's values may be NaN: keep them out (where, not a product).
+            ok = ~result.rejected
+            zero = totals.new_zeros(())
+            totals[0] += torch.where(ok, result.loss.detach(), zero)
+            totals[1] += torch.where(ok, result.groups.min(), zero)
+            totals[2] += result.rejected.to(totals.dtype)
+            totals[3 : 3 + groups] += torch.where(ok, result.groups, zero)
+            totals[3 + groups :] += F.one_hot(result.bottleneck, groups) * ok
+            if bar is not None and (i % 10 == 0 or i == len(batches) - 1):
+                t = totals.tolist()  # a progress update reads the device every 10 steps
+                done = max(i + 1 - t[2], 1)
+                bar.set_postfix(
+                    loss=f"{t[0] / done:.3g}",
+                    min_group=f"{t[1] / done:.3f}",
+                    bottleneck=stepper.group_names[int(np.argmax(t[3 + groups :]))],
+                    rejects=int(t[2]),
+                )
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        self.schedulers.advance_epoch()
+        means = self.schedulers.last_means
+        t = totals.tolist()
+        steps = len(batches)
+        accepted = max(steps - t[2], 1)
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "kl_phase": phase,
+            "kl_ceiling": ceiling if ceiling < 1e9 else None,
+            "kl_core": means["kl_core"],
+            "kl_detail": means["kl_detail"],
+            "kl_max": max(
+                self.schedulers.last_tallies["kl_core"].maximum,
+                self.schedulers.last_tallies["kl_detail"].maximum,
+            ),
+            "reject_rate": t[2] / steps,
+            "rejects": int(t[2]),
+            "steps": steps,
+            "min_group": t[1] / accepted,
+            "loss": t[0] / accepted,
+            "groups": {g: t[3 + k] / accepted for k, g in enumerate(stepper.group_names)},
+            "bottleneck": {g: int(t[3 + groups + k]) for k, g in enumerate(stepper.group_names)},
+            "seconds": time.perf_counter() - started,
+        }
+        row.update(self.evaluate())
+        self._summary(row)
+        self.history.append(row)
+        self.epoch += 1
+        self.save(self.out / CHECKPOINT)  # the history is in it: a kill loses no row
+        with open(self.out / METRICS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, loadable with ``torch.load(weights_only=True)``."""
+        numpy_state = cast(tuple[Any, ...], np.random.get_state())
+        return {
+            "format": "constraint_sched.lbo_vae.Run",
+            "version": 1,
+            "config": attrs.asdict(self.config),
+            "epoch": self.epoch,
+            "steps": self.stepper.steps,
+            "vae": self.vae.state_dict(),
+            "disc": self.disc.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "disc_optimizer": self.disc_optimizer.state_dict(),
+            "schedulers": self.schedulers.state_dict(),
+            "history": list(self.history),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()),
+                          *numpy_state[2:]],
+                "python": random.getstate(),
+                "loader": self.generator.get_state(),
+            },
+        }  # fmt: skip
+
+    def save(self, path: Path) -> None:
+        """Write a checkpoint atomically (a temporary file, then a rename)."""
+        atomic_save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by `save` (`lbo-vae train --resume`).
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: Not a checkpoint of this trainer, or one of a run with
+                another configuration (the differing keys are named; only
+                ``epochs``, ``device`` and ``out`` may change).
+        """
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"checkpoint {str(file)!r} does not exist")
+        try:
+            state = torch.load(file, map_location=self.device, weights_only=True)
+        except Exception as error:  # torch raises several kinds for a corrupt file
+            raise ValueError(f"checkpoint {str(file)!r} cannot be read: {error}") from None
+        if not isinstance(state, dict) or state.get("format") != "constraint_sched.lbo_vae.Run":
+            raise ValueError(f"{str(file)!r} is not an lbo-vae checkpoint")
+        saved, here = state["config"], attrs.asdict(self.config)
+        differ = sorted(
+            k for k in here if k not in ("epochs", "device") and saved.get(k) != here[k]
+        )
+        if differ:
+            raise ValueError(
+                f"checkpoint {str(file)!r} was written by a run with other settings: "
+                + ", ".join(f"{k}={saved.get(k)!r} (now {here[k]!r})" for k in differ)
+            )
+        self.vae.load_state_dict(state["vae"])
+        self.disc.load_state_dict(state["disc"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        self.schedulers.load_state_dict(state["schedulers"])
+        self.epoch, self.stepper.steps = int(state["epoch"]), int(state["steps"])
+        self.history = list(state["history"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
+        kind, keys, *rest = rng["numpy"]
+        np.random.set_state((kind, keys.cpu().numpy(), *rest))
+        random.setstate(_tuples(rng["python"]))
+        self.generator.set_state(rng["loader"].cpu())
+        with open(self.out / METRICS, "w") as f:  # rows of epochs after the checkpoint go
+            f.writelines(json.dumps(row) + "\n" for row in self.history)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """The swap test on a fixed batch (shapes only: its factors are known)."""
+        factors = self.data.factors
+        if factors is None:
+            return {"swap_structure": float("nan"), "swap_appearance": float("nan")}
+        k = min(256, len(self.data.images))
+        x = self.data.images[:k].to(self.device)
+        perm = torch.roll(torch.arange(k), 1)
+        mu, _ = self.vae.encode(x)
+        core, detail = self.vae.split(mu)
+        swapped = self.vae.decode(self.vae.join(core, detail[perm.to(self.device)]))
+        first = {key: v[:k] for key, v in factors.items()}
+        second = {key: v[:k][perm] for key, v in factors.items()}
+        structure, appearance = swap_scores(swapped.cpu(), first, second)
+        return {"swap_structure": float(structure), "swap_appearance": float(appearance)}
+
+    # -- output ----------------------------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        self.print(f"  [{event.kind}] {event.message}")
+
+    def _bar(self, total: int) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        return tqdm(total=total, desc=f"epoch {self.epoch}/{self.config.epochs}", leave=False)
+
+    def _summary(self, row: dict[str, Any]) -> None:
+        ceiling = row["kl_ceiling"]
+        groups = "  ".join(f"{g} {v:.2f}" for g, v in row["groups"].items())
+        self.print(
+            f"epoch {row['epoch']:>2}  KL {row['kl_phase']:<9} ceiling "
+            f"{'none' if ceiling is None else f'{ceiling:,.1f}':>9}  "
+            f"kl_core {row['kl_core']:.1f}  kl_detail {row['kl_detail']:.1f}  "
+            f"loss {row['loss']:.3f}  min group {row['min_group']:.3f}  "
+            f"rejected {row['rejects']}/{row['steps']} ({row['reject_rate']:.1%})  "
+            f"swap {row['swap_structure']:.2f}/{row['swap_appearance']:.2f}  "
+            f"{row['seconds']:.1f}s"
+        )
+        self.print(f"          groups: {groups}")
+
+
+def _tuples(value: Any) -> Any:
+    """Lists back to tuples, as ``random.setstate`` wants them."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename it over ``path``: never half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
