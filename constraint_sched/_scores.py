@@ -48,6 +48,22 @@ def box_profile(xp: Any, d: Array, steepness: float) -> Array:
     return xp.where(d <= 1, inside, outside)
 
 
+def box_log_profile(xp: Any, d: Array, steepness: float) -> Array:
+    """``log(box_profile(d))``, computed directly: finite however far past the bound.
+
+    Inside, ``log(1 - (1 - e) d)`` with ``e = 1 / (1 + k)``; outside the line
+    ``log(e) - k (d - 1)``, whose slope never vanishes, where the score itself
+    would underflow to 0.
+    """
+    k = steepness
+    edge = 1.0 / (1.0 + k)
+    within = xp.where(d <= 1, d, xp.ones_like(d))  # log's argument stays >= edge > 0
+    inside = xp.log(1.0 - (1.0 - edge) * within)
+    beyond = xp.where(d > 1, d - 1.0, xp.zeros_like(d))
+    outside = math.log(edge) - k * beyond
+    return xp.where(d <= 1, inside, outside)
+
+
 def box_distance(xp: Any, x: Array, lower: Param, upper: Param) -> Array:
     """Normalised distance of ``x`` from the centre of ``[lower, upper]``."""
     centre = 0.5 * (lower + upper)
@@ -94,6 +110,24 @@ def minimize_hard_score(xp: Any, x: Array, scale: Param) -> Array:
     """``1 / (1 + (max(x, 0) / scale) ** 2)``."""
     r = _relu(xp, x) / scale
     return 1.0 / (1.0 + r * r)
+
+
+def log_of_clipped(xp: Any, score: Array) -> Array:
+    """``log(score)`` of a score that reaches 0 (``-inf`` there), with no NaN gradient."""
+    positive = score > 0
+    safe = xp.where(positive, score, xp.ones_like(score))
+    return xp.where(positive, xp.log(safe), xp.full_like(score, -math.inf))
+
+
+def minimize_soft_log_score(xp: Any, x: Array, scale: Param) -> Array:
+    """``log(exp(-max(x, 0) / s)) = -max(x, 0) / s``."""
+    return -_relu(xp, x) / scale
+
+
+def minimize_hard_log_score(xp: Any, x: Array, scale: Param) -> Array:
+    """``-log(1 + (max(x, 0) / s)^2)``, without the score's underflow."""
+    r = _relu(xp, x) / scale
+    return -xp.log1p(r * r)
 
 
 def excess(xp: Any, x: Array, lower: Param, upper: Param) -> Array:

@@ -303,6 +303,43 @@ class ConstraintSpec:
         return _apply(self._score, x, self._values(parameters), nan_through=True)
 
     @overload
+    def log_score(self, x: float, *, parameters: Mapping[str, Any] | None = None) -> float: ...
+    @overload
+    def log_score(self, x: T, *, parameters: Mapping[str, Any] | None = None) -> T: ...
+    def log_score(self, x: Any, *, parameters: Mapping[str, Any] | None = None) -> Any:
+        """The natural log of `score`, computed without underflow.
+
+        Where the score is tiny (far past a box's bound, or a large metric on
+        a ``MINIMIZE`` kind) it underflows to 0 and its gradient vanishes; the
+        log score stays finite there and keeps a slope that pulls the metric
+        back (``-steepness`` per unit of normalised distance past a box's
+        bound, ``-1/scale`` for ``MINIMIZE_SOFT``). ``UPPER`` and ``LOWER``
+        reach a score of exactly 0 at their margin: their log score is
+        ``-inf`` there, with a zero (not NaN) gradient. A NaN metric gives NaN.
+
+        Args:
+            x: The raw metric: a number or an array.
+            parameters: As for `score`.
+
+        Returns:
+            ``log(score(x))``, of the same type and shape as ``x``.
+
+        Raises:
+            ValueError: As for `score`.
+
+        Examples:
+            >>> kl = ConstraintSpec("kl", "box_asymmetric", lower=100.0, healthy=3000.0,
+            ...                     upper=13000.0)
+            >>> round(kl.log_score(30000.0), 2)  # log(1/21) - 20 * 1.7: 1.7 past the bound
+            -37.04
+            >>> kl.score(1e6), round(kl.log_score(1e6), 1)  # the score underflows, its log does not
+            (0.0, -1977.0)
+            >>> ConstraintSpec("mse", "minimize_soft", scale=0.5).log_score(1.0)
+            -2.0
+        """
+        return _apply(self._log_score, x, self._values(parameters), nan_through=True)
+
+    @overload
     def violation(self, x: float, *, parameters: Mapping[str, Any] | None = None) -> float: ...
     @overload
     def violation(self, x: T, *, parameters: Mapping[str, Any] | None = None) -> T: ...
@@ -342,6 +379,20 @@ class ConstraintSpec:
         else:
             d = _scores.asymmetric_distance(xp, x, p["lower"], p["healthy"], p["upper"])
         return _scores.box_profile(xp, d, self.steepness)
+
+    def _log_score(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
+        kind = self.kind
+        if kind in (ConstraintKind.UPPER, ConstraintKind.LOWER):
+            return _scores.log_of_clipped(xp, self._score(xp, x, p))
+        if kind is ConstraintKind.MINIMIZE_SOFT:
+            return _scores.minimize_soft_log_score(xp, x, p["scale"])
+        if kind is ConstraintKind.MINIMIZE_HARD:
+            return _scores.minimize_hard_log_score(xp, x, p["scale"])
+        if kind is ConstraintKind.BOX:
+            d = _scores.box_distance(xp, x, p["lower"], p["upper"])
+        else:
+            d = _scores.asymmetric_distance(xp, x, p["lower"], p["healthy"], p["upper"])
+        return _scores.box_log_profile(xp, d, self.steepness)
 
     def _violation(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
         kind = self.kind

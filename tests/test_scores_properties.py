@@ -594,3 +594,81 @@ def test_with_bound_rejects_a_bound_that_leaves_no_valid_spec(
     for value in outside:
         with pytest.raises(ValueError, match=spec.name):
             spec.with_bound(value, side)
+
+
+# -- log_score: the log of the score, where the score itself underflows ------------------
+
+
+@given(spec_and_points(size=8))
+def test_log_score_is_the_log_of_the_score_wherever_the_score_is_representable(
+    case: tuple[ConstraintSpec, list[float]],
+) -> None:
+    spec, xs = case
+    for x in xs:
+        score, log_score = spec.score(x), spec.log_score(x)
+        if score > 1e-300:
+            assert log_score == pytest.approx(math.log(score), rel=1e-9, abs=1e-9)
+        elif score == 0.0 and spec.kind in (K.UPPER, K.LOWER):
+            assert log_score == -math.inf  # a margin is a hard edge
+        else:
+            assert math.isfinite(log_score)
+            assert log_score < math.log(1e-290)
+
+
+@given(spec_and_points(specs=finite_box_spec, size=2))
+def test_log_score_keeps_its_slope_far_past_a_box_bound(
+    case: tuple[ConstraintSpec, list[float]],
+) -> None:
+    # Past a bound the log score is a line of slope -steepness in the normalised
+    # distance: a metric 1e6 widths out still gets pulled back.
+    spec = case[0]
+    assert spec.upper is not None
+    assert spec.lower is not None
+    width = spec.upper - (
+        spec.healthy if spec.healthy is not None else 0.5 * (spec.lower + spec.upper)
+    )
+    assume(math.isfinite(width) and width > 0)
+    far, farther = spec.upper + 1e3 * width, spec.upper + 2e3 * width
+    drop = spec.log_score(far) - spec.log_score(farther)
+    assert drop == pytest.approx(1e3 * spec.steepness, rel=1e-6)
+
+
+def test_log_score_of_a_nan_metric_is_nan() -> None:
+    for spec in (
+        ConstraintSpec("a", "upper", margin=1.0),
+        ConstraintSpec("b", "minimize_soft", scale=1.0),
+        ConstraintSpec("c", "box", lower=0.0, upper=1.0),
+    ):
+        assert math.isnan(spec.log_score(math.nan))
+
+
+@TORCH_SETTINGS
+@given(smooth_points())
+def test_torch_log_score_passes_gradcheck_where_it_is_finite(
+    torch: Any, case: tuple[ConstraintSpec, list[float]]
+) -> None:
+    spec, xs = case
+    xs = [x for x in xs if math.isfinite(spec.log_score(x)) and spec.score(x) > 1e-6]
+    assume(xs)
+    x = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+    eps = 1e-6 * unit(spec)
+    # d log s = ds / s: with s >= 1e-6 the slope is at most 1e6 times the score's.
+    atol = 1e-5 * slope_limit(spec) / min(spec.score(v) for v in xs)
+    assert torch.autograd.gradcheck(spec.log_score, (x,), eps=eps, atol=atol, rtol=1e-3)
+
+
+@TORCH_SETTINGS
+@given(spec_and_points(size=10))
+def test_torch_log_score_gradients_are_never_nan(
+    torch: Any, case: tuple[ConstraintSpec, list[float]]
+) -> None:
+    spec, xs = case
+    x = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+    y = spec.log_score(x)
+    assert torch.allclose(
+        y, torch.tensor([spec.log_score(v) for v in xs], dtype=torch.float64), equal_nan=True
+    )
+    if y.requires_grad:
+        y.sum().backward()
+        assert x.grad is not None
+        assert not torch.isnan(x.grad).any()
