@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from host_reads import host_reads_forbidden  # noqa: E402
 
+from constraint_sched import ConstraintSpec  # noqa: E402
 from constraint_sched.adapters.torch import (  # noqa: E402
     LBOObjective,
     LBOResult,
@@ -356,3 +357,57 @@ def test_the_loss_is_minus_log_of_the_smallest_geometric_mean(
     assert result.loss.item() >= 0.0  # every score lies in [0, 1]
     assert result.groups[result.bottleneck].item() == min(result.groups.tolist())
     assert not bool(result.reject)
+
+
+# -- log space ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(1e-8, 1.0), min_size=5, max_size=5))
+def test_log_scores_give_the_same_result_where_nothing_underflows(values: list[float]) -> None:
+    objective = LBOObjective({"a": ["p", "q"], "b": {"c": ["r"], "d": ["s", "t"]}})
+    names = ["p", "q", "r", "s", "t"]
+    scores = {n: torch.tensor(v, dtype=torch.float64) for n, v in zip(names, values, strict=True)}
+    plain = objective(scores)
+    logged = objective({n: torch.log(v) for n, v in scores.items()}, log=True)
+    torch.testing.assert_close(logged.loss, plain.loss)
+    torch.testing.assert_close(logged.groups, plain.groups)
+    assert int(logged.bottleneck) == int(plain.bottleneck)
+    assert bool(logged.reject) == bool(plain.reject)
+
+
+def test_a_member_far_below_the_floor_counts_as_the_floor_and_still_pulls_back() -> None:
+    spec = ConstraintSpec("kl", "box_asymmetric", lower=1.0, healthy=10.0, upper=20.0)
+    kl = torch.tensor(500.0, dtype=torch.float64, requires_grad=True)  # score underflows to 0
+    objective = LBOObjective({"latent": ["kl", "other"]})
+    other = torch.tensor(0.5, dtype=torch.float64)
+    plain = objective({"kl": spec.score(kl), "other": other})
+    logged = objective({"kl": spec.log_score(kl), "other": torch.log(other)}, log=True)
+    torch.testing.assert_close(logged.loss, plain.loss)  # same value: the member is the floor
+    (plain_grad,) = torch.autograd.grad(plain.loss, kl)
+    (log_grad,) = torch.autograd.grad(logged.loss, kl)
+    assert float(plain_grad) == 0.0  # clamped: nothing pulls the KL back
+    # d loss / d kl = -(1/2) d log s / d kl = steepness / (2 (upper - healthy))
+    assert float(log_grad) == pytest.approx(spec.steepness / 2 / 10.0)
+
+
+def test_a_crossed_margin_is_the_floor_with_no_nan_gradient() -> None:
+    spec = ConstraintSpec("m", "upper", margin=1.0)
+    x = torch.tensor(2.0, requires_grad=True)
+    y = torch.tensor(0.5, requires_grad=True)
+    result = LBOObjective({"g": ["m", "n"]})({"m": spec.log_score(x), "n": torch.log(y)}, log=True)
+    assert torch.isfinite(result.loss)
+    assert not bool(result.reject)
+    result.loss.backward()
+    assert x.grad is not None
+    assert float(x.grad) == 0.0
+    assert y.grad is not None
+    assert torch.isfinite(y.grad)
+
+
+def test_with_floor_zero_a_crossed_margin_rejects_in_log_space_too() -> None:
+    spec = ConstraintSpec("m", "upper", margin=1.0)
+    result = LBOObjective({"g": ["m"]}, floor=0.0)(
+        {"m": spec.log_score(torch.tensor(2.0))}, log=True
+    )
+    assert bool(result.reject)

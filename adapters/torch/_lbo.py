@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Union
 
@@ -70,35 +71,75 @@ class LBOObjective:
         self.names: tuple[str, ...] = tuple(groups)
         self.goals: frozenset[str] = frozenset(_leaves(self._tree))
 
-    def __call__(self, scores: Mapping[str, torch.Tensor]) -> LBOResult:
+    def __call__(self, scores: Mapping[str, torch.Tensor], *, log: bool = False) -> LBOResult:
         """Apply the objective to one step's goal scores.
 
+        With ``log=True`` the values are log scores
+        (`constraint_sched.ConstraintSpec.log_score`) and the objective works
+        in log space: the same loss, groups and bottleneck where no score
+        underflows, but a member below ``floor`` still pulls back. Its value
+        counts as ``floor``, as always, while its gradient is that of its own
+        log score, which never vanishes, however far past its bound the
+        metric has gone. (With plain scores a clamped member has no gradient.)
+
         Args:
-            scores: Every goal's score, a 0-d tensor in ``[0, 1]`` (with grad).
+            scores: Every goal's score, a 0-d tensor in ``[0, 1]`` (with grad),
+                or its log score with ``log=True``.
+            log: Whether ``scores`` holds log scores.
 
         Returns:
             The loss, the group scores, the bottleneck and the reject flag.
 
         Raises:
             KeyError: A goal of the groups is missing from ``scores``.
+
+        Examples:
+            >>> objective = LBOObjective({"g": ["kl", "mse"]})
+            >>> kl = torch.tensor(-80.0, requires_grad=True)  # a score of e^-80, far past
+            >>> result = objective({"kl": kl, "mse": torch.tensor(0.0)}, log=True)
+            >>> (grad,) = torch.autograd.grad(result.loss, kl)
+            >>> round(result.loss.detach().item(), 3), grad.item()
+            (11.513, -0.5)
         """
         missing = self.goals.difference(scores)
         if missing:
             raise KeyError(f"LBOObjective: no score for goals {sorted(missing)}")
-        groups = torch.stack([self._group(member, scores) for member in self._tree.values()])
-        smallest, bottleneck = torch.min(groups, dim=0)
-        loss = -torch.log(smallest)
-        reject = ~torch.isfinite(loss) | (smallest <= 0)
+        logs = [self._log_group(member, scores, log) for member in self._tree.values()]
+        log_groups = torch.stack(logs)
+        smallest_log, bottleneck = torch.min(log_groups, dim=0)
+        loss = -smallest_log
+        reject = ~torch.isfinite(loss) | (torch.exp(smallest_log) <= 0)
+        groups = torch.exp(log_groups)
         return LBOResult(loss, groups, bottleneck, reject, self.names)
 
-    def _group(self, node: object, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _log_group(
+        self, node: object, scores: Mapping[str, torch.Tensor], log: bool
+    ) -> torch.Tensor:
+        """The log of a group's score: the mean of its members' clamped log scores."""
         if isinstance(node, tuple):
-            members = [scores[name].reshape(()) for name in node]
+            stacked = torch.stack([scores[name].reshape(()) for name in node])
+            clamped = self._floor_log if log else self._floor_plain
+            members = clamped(stacked)
         else:
             assert isinstance(node, dict)
-            members = [self._group(child, scores) for child in node.values()]
-        stacked = torch.stack(members).clamp_min(self._floor)
-        return torch.exp(torch.log(stacked).mean())
+            members = torch.stack([self._log_group(c, scores, log) for c in node.values()])
+        return members.mean()
+
+    def _floor_plain(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores clamped at ``floor``, then their logs (no gradient below the floor)."""
+        return torch.log(scores.clamp_min(self._floor))
+
+    def _floor_log(self, logs: torch.Tensor) -> torch.Tensor:
+        """Log scores below ``log(floor)`` take its value and keep their own gradient."""
+        if self._floor == 0.0:
+            return logs
+        floor = math.log(self._floor)
+        below = logs < floor
+        # floor + (x - x.detach()): the value of the floor, the gradient of x. A -inf
+        # log score (a margin crossed) has no gradient to keep: it is the plain floor.
+        kept = floor + (logs - logs.detach())
+        plain = torch.full_like(logs, floor)
+        return torch.where(below, torch.where(torch.isneginf(logs), plain, kept), logs)
 
     def __repr__(self) -> str:
         return f"LBOObjective({self._tree!r}, floor={self._floor!r})"

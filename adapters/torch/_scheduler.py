@@ -255,6 +255,21 @@ class TorchScheduler:
         params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
         return self._scorers[slot].score(x, parameters=params)
 
+    def log_score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
+        """The log of `score`, from the core's `constraint_sched.ConstraintSpec.log_score`.
+
+        For `LBOObjective` with ``log=True``: finite (and with a slope) however
+        far past its bound ``x`` lies, where the score itself underflows to 0.
+
+        Raises:
+            ValueError: The spec's scale is ``"auto"`` and still being discovered.
+        """
+        slot = self._slot(name)
+        if self._auto[slot]:
+            self.spec(self._names[slot]).score(0.0)  # raises the core's error, naming the spec
+        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
+        return self._scorers[slot].log_score(x, parameters=params)
+
     def violation(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
         """How far ``x`` lies beyond spec ``name``'s current bounds (0 inside)."""
         slot = self._slot(name)
