@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a run (the default dataset needs no download)",
-        description="Train an LBO-VAE; the options override the config file's keys.",
+        description="Train an LBO-VAE; the options override the config file's keys. Under "
+        "torchrun --nproc_per_node=N each of the N ranks trains on its share of the batches "
+        "(batch_size is per rank) and rank 0 writes the output.",
     )
     train.add_argument("--dataset", choices=("shapes", "digits", "folder"))
     train.add_argument("--data", help="a folder of PNG/JPEG images (implies --dataset folder)")
@@ -51,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from constraint_sched.adapters.torch.lbo_vae._train import Run
+    """Train a run; under ``torchrun`` (``WORLD_SIZE`` > 1) as one rank of a data-parallel run."""
+    from constraint_sched.adapters.torch.lbo_vae import _distributed
+    from constraint_sched.adapters.torch.lbo_vae._train import pick_device
 
     config = load_config(args.config) if args.config else TrainConfig()
     dataset = "folder" if args.data is not None else args.dataset
@@ -64,15 +69,33 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
+    with _distributed.process_group(pick_device(config.device)):
+        return _train_run(args, config)
+
+
+def _train_run(args: argparse.Namespace, config: TrainConfig) -> int:
+    from constraint_sched.adapters.torch.lbo_vae import _distributed
+    from constraint_sched.adapters.torch.lbo_vae._train import Run
+
     run = Run(config, args.out, progress=not args.no_progress)
+    say = print if run.main else _quiet  # one rank speaks for all
     if args.resume:
         run.load(args.resume)
-        print(f"resumed from {args.resume} at epoch {run.epoch}")
-    print(
+        say(f"resumed from {args.resume} at epoch {run.epoch}")
+    ranks = f" on each of {run.world} ranks" if run.world > 1 else ""
+    say(
         f"lbo-vae: {config.dataset} ({len(run.data.images)} images of {config.image_size}px), "
-        f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr:g}, on {run.device}"
+        f"{config.epochs} epochs of batch {config.batch_size}{ranks}, lr {config.lr:g}, "
+        f"on {run.device}"
     )
     run.train()
+    if run.world > 1:
+        digest = _distributed.check_replicas(
+            [run.vae, run.disc], extra=run.schedulers.state_dict()["core"]
+        )
+        say(f"replicas: the {run.world} ranks hold the same weights and bounds ({digest})")
+    if not run.main:
+        return 0
     out = Path(args.out)
     try:
         from constraint_sched.adapters.torch.lbo_vae._plots import draw
@@ -85,6 +108,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet(*args: object) -> None:
+    """The printer of every rank but rank 0."""
+
+
 def _report(run: Path) -> int:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
@@ -93,7 +120,8 @@ def _report(run: Path) -> int:
     print(f"{'epoch':>5}  {'KL phase':<9} {'ceiling':>9} {'kl_core':>8} {'kl_detail':>9} "
           f"{'reject':>7} {'min group':>9} {'swap s/a':>9}")  # fmt: skip
     for r in rows:
-        ceiling = "none" if r["kl_ceiling"] is None else f"{r['kl_ceiling']:,.1f}"
+        r = {k: math.nan if v is None else v for k, v in r.items()}  # null: no accepted step
+        ceiling = "none" if math.isnan(r["kl_ceiling"]) else f"{r['kl_ceiling']:,.1f}"
         print(
             f"{r['epoch']:>5}  {r['kl_phase']:<9} {ceiling:>9} {r['kl_core']:>8.1f} "
             f"{r['kl_detail']:>9.1f} {r['reject_rate']:>7.1%} {r['min_group']:>9.3f} "

@@ -18,6 +18,23 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
         raise ValueError(f"TrainConfig.{attribute.name} must be finite, got {value!r}")
 
 
+def _image_size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value & (value - 1):
+        raise ValueError(
+            f"TrainConfig.image_size must be a power of two of at least 16, got {value!r}"
+        )
+
+
+def _rate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"TrainConfig.{attribute.name} must lie in (0, 1], got {value!r}")
+
+
+def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"TrainConfig.{attribute.name} must be true or false, got {value!r}")
+
+
 def _one_of(*choices: str) -> Any:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
@@ -59,6 +76,9 @@ class TrainConfig:
     ceiling over ``kl_squeeze_epochs`` epochs, or by the absolute ``kl_table``
     (the seed's is `SEED_TABLE`, for CelebA-sized KLs). ``auto`` scales are the
     median of the first ``calibration_steps`` steps, 10% wider until epoch 2.
+    ``kl_steepness`` makes the KL goals' score fall to nearly 0 at the
+    ceiling, a barrier like the original's; ``kl_hard_ceiling`` also rejects
+    any step that crosses it.
 
     Examples:
         >>> TrainConfig(epochs=3).batch_size
@@ -67,9 +87,9 @@ class TrainConfig:
 
     dataset: str = attrs.field(default="shapes", validator=_one_of("shapes", "digits", "folder"))
     data: str | None = None
-    images: int = attrs.field(default=2048, validator=_positive)
-    image_size: int = attrs.field(default=32, validator=_positive)
-    epochs: int = attrs.field(default=10, validator=_positive)
+    images: int = attrs.field(default=4096, validator=_positive)
+    image_size: int = attrs.field(default=32, validator=_image_size)
+    epochs: int = attrs.field(default=9, validator=_positive)
     batch_size: int = attrs.field(default=64, validator=_positive)
     lr: float = attrs.field(default=3e-3, converter=float, validator=_positive)
     device: str = attrs.field(default="auto", validator=_one_of("auto", "cpu", "cuda"))
@@ -78,14 +98,16 @@ class TrainConfig:
     detail_dims: int = attrs.field(default=8, validator=_positive)
     width: int = attrs.field(default=16, validator=_positive)
     disc_width: int = attrs.field(default=16, validator=_positive)
-    calibration_steps: int = attrs.field(default=200, validator=_positive)
-    kl_lower: float = attrs.field(default=2.0, converter=float, validator=_positive)
-    kl_healthy: float = attrs.field(default=12.0, converter=float, validator=_positive)
-    kl_target: float = attrs.field(default=15.0, converter=float, validator=_positive)
+    calibration_steps: int = attrs.field(default=32, validator=_positive)
+    kl_lower: float = attrs.field(default=27.0, converter=float, validator=_positive)
+    kl_healthy: float = attrs.field(default=28.5, converter=float, validator=_positive)
+    kl_steepness: float = attrs.field(default=1e4, converter=float, validator=_positive)
+    kl_hard_ceiling: bool = attrs.field(default=False, validator=_bool)
+    kl_target: float = attrs.field(default=30.0, converter=float, validator=_positive)
     kl_hold: int = attrs.field(default=1, validator=_positive)
-    kl_squeeze_epochs: int = attrs.field(default=6, validator=_positive)
+    kl_squeeze_epochs: int = attrs.field(default=5, validator=_positive)
     kl_table: dict[int, float] | None = attrs.field(default=None, converter=_table)
-    max_reject_rate: float = attrs.field(default=0.15, converter=float, validator=_positive)
+    max_reject_rate: float = attrs.field(default=0.15, converter=float, validator=_rate)
 
     def __attrs_post_init__(self) -> None:
         if (self.dataset == "folder") != (self.data is not None):

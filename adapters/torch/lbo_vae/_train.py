@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -15,13 +16,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constraint_sched import Event
+from constraint_sched import Converged, Event
 from constraint_sched.adapters.torch import TorchScheduler
+from constraint_sched.adapters.torch.lbo_vae import _distributed
 from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
 from constraint_sched.adapters.torch.lbo_vae._data import ImageSet, load, swap_scores
 from constraint_sched.adapters.torch.lbo_vae._goals import default_goals
 from constraint_sched.adapters.torch.lbo_vae._model import ModelConfig, build
-from constraint_sched.adapters.torch.lbo_vae._schedules import build_schedulers
+from constraint_sched.adapters.torch.lbo_vae._schedules import (
+    CALIBRATION_HEADROOM,
+    KL_GOALS,
+    build_schedulers,
+)
 from constraint_sched.adapters.torch.lbo_vae._step import Stepper
 
 Printer = Callable[[str], None]
@@ -47,6 +53,12 @@ class Run:
         out: The output folder (created): ``metrics.jsonl``, plots, checkpoints.
         print_: Where the run's messages go (the command line prints them).
         progress: Show a progress bar per epoch (tqdm).
+
+    Under an initialised ``torch.distributed`` process group (``lbo-vae train``
+    under ``torchrun``) every rank trains on its own shard of each epoch's
+    batches, ``batch_size`` per rank, with averaged gradients and agreed
+    rollbacks (see `_distributed`); rank 0 alone prints, shows progress and
+    writes ``out``, and its metrics count every rank's steps.
     """
 
     def __init__(
@@ -57,10 +69,13 @@ class Run:
         print_: Printer = print,
         progress: bool = True,
     ) -> None:
-        self.config, self.out, self.print = config, Path(out), print_
-        self.progress = progress
+        self.rank, self.world = _distributed.rank(), _distributed.world_size()
+        self.main = self.rank == 0  # the rank that prints and writes
+        self.config, self.out = config, Path(out)
+        self.print: Printer = print_ if self.main else _quiet
+        self.progress = progress and self.main
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(config.device)
+        self.device = _distributed.rank_device(pick_device(config.device))
         _seed_everything(config.seed)
         self.data: ImageSet = load(
             config.dataset,
@@ -69,6 +84,11 @@ class Run:
             image_size=config.image_size,
             seed=config.seed,
         )
+        if len(self.data.images) // config.batch_size < self.world:
+            raise ValueError(
+                f"{len(self.data.images)} images make fewer batches of {config.batch_size} than "
+                f"the {self.world} ranks: use more images or a smaller batch_size (per rank)"
+            )
         model_config = ModelConfig(
             image_size=config.image_size,
             channels=int(self.data.images.shape[1]),
@@ -85,17 +105,35 @@ class Run:
         self.disc_optimizer = torch.optim.AdamW(
             self.disc.parameters(), lr=config.lr / 10, fused=fused
         )
-        self.goals = default_goals(kl_lower=config.kl_lower, kl_healthy=config.kl_healthy)
+        self.goals = default_goals(
+            kl_lower=config.kl_lower,
+            kl_healthy=config.kl_healthy,
+            kl_steepness=config.kl_steepness,
+        )
         self.collection = build_schedulers(self.goals, config)
         self.schedulers = TorchScheduler(self.collection)
         self.schedulers.add_callback(self._event)
         self.stepper = Stepper(
-            self.vae, self.disc, self.goals, self.schedulers, self.optimizer, self.disc_optimizer
+            self.vae,
+            self.disc,
+            self.goals,
+            self.schedulers,
+            self.optimizer,
+            self.disc_optimizer,
+            barriers=KL_GOALS if config.kl_hard_ceiling else (),
+            agree=_distributed.agree_any if self.world > 1 else None,
         )
+        if self.world > 1:  # the replicas start, step and roll back together
+            for module in (self.vae, self.disc):
+                _distributed.broadcast_module(module)
+            _distributed.average_gradients(self.optimizer)
+            _distributed.average_gradients(self.disc_optimizer)
+        self._events: list[Event] = []
         self.epoch = 1
         self.history: list[dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(config.seed)
-        (self.out / METRICS).write_text("")
+        if self.main:
+            (self.out / METRICS).write_text("")
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -115,6 +153,9 @@ class Run:
         order = torch.randperm(n, generator=self.generator)
         batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
         batches = [b for b in batches if len(b) == cfg.batch_size] or batches
+        if self.world > 1:  # this rank's shard; its own noise, a function of the epoch
+            batches = _distributed.shard(batches, self.rank, self.world)
+            torch.manual_seed(_distributed.rank_seed(cfg.seed, self.epoch, self.rank))
         groups = len(stepper.group_names)
         totals = torch.zeros(3 + 2 * groups, device=self.device)  # loss, min group, rejects
         started = time.perf_counter()
@@ -144,9 +185,10 @@ class Run:
         if bar is not None:
             bar.close()
         self.schedulers.advance_epoch()
+        self._print_events()
         means = self.schedulers.last_means
-        t = totals.tolist()
-        steps = len(batches)
+        t = _distributed.all_reduce_sum(totals).tolist()  # every rank's steps
+        steps = len(batches) * self.world
         accepted = max(steps - t[2], 1)
         row: dict[str, Any] = {
             "epoch": self.epoch,
@@ -171,9 +213,10 @@ class Run:
         self._summary(row)
         self.history.append(row)
         self.epoch += 1
-        self.save(self.out / CHECKPOINT)  # the history is in it: a kill loses no row
-        with open(self.out / METRICS, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.main:
+            self.save(self.out / CHECKPOINT)  # the history is in it: a kill loses no row
+            with open(self.out / METRICS, "a") as f:
+                f.write(json_line(row))
         return row
 
     # -- checkpoints -----------------------------------------------------------------
@@ -249,8 +292,10 @@ class Run:
         np.random.set_state((kind, keys.cpu().numpy(), *rest))
         random.setstate(_tuples(rng["python"]))
         self.generator.set_state(rng["loader"].cpu())
+        if not self.main:
+            return
         with open(self.out / METRICS, "w") as f:  # rows of epochs after the checkpoint go
-            f.writelines(json.dumps(row) + "\n" for row in self.history)
+            f.writelines(json_line(row) for row in self.history)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -272,7 +317,28 @@ class Run:
     # -- output ----------------------------------------------------------------------
 
     def _event(self, event: Event) -> None:
-        self.print(f"  [{event.kind}] {event.message}")
+        # Kept until the epoch's progress bar is closed; printed by _print_events.
+        self._events.append(event)
+
+    def _print_events(self) -> None:
+        """The KL ceiling's events one by one (the seed's messages); the scales' summed up."""
+        events, self._events = self._events, []
+        scales: dict[str, list[Event]] = {}
+        for event in events:
+            if event.constraint == "kl":
+                self.print(f"  [{event.kind}] {event.message}")
+            elif not isinstance(
+                event, Converged
+            ):  # a scale has no squeeze: "converged" says nothing
+                scales.setdefault(event.kind, []).append(event)
+        for kind, group in scales.items():
+            what = {
+                "discovered": f"from the median of the first {self.config.calibration_steps} "
+                f"steps, {CALIBRATION_HEADROOM:.0%} wider until epoch 2",
+                "settled": f"the provisional {CALIBRATION_HEADROOM:.0%} removed",
+            }.get(kind, "")
+            names = ", ".join(f"{e.constraint} {e.new:.4g}" for e in group)
+            self.print(f"  [{kind}] {len(group)} auto scales {what}: {names}")
 
     def _bar(self, total: int) -> Any:
         if not self.progress:
@@ -294,6 +360,23 @@ class Run:
             f"{row['seconds']:.1f}s"
         )
         self.print(f"          groups: {groups}")
+
+
+def _quiet(message: str) -> None:
+    """The printer of every rank but rank 0."""
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One ``metrics.jsonl`` line: strict JSON, a mean with no accepted step (NaN) as null."""
+
+    def strict(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        return value
+
+    return json.dumps(strict(row), allow_nan=False) + "\n"
 
 
 def _tuples(value: Any) -> Any:
