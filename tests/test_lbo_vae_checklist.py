@@ -1,0 +1,106 @@
+"""The seed's checklist, end to end, on a CI-sized run of the trainer's default configuration.
+
+The run is the default one with fewer images and epochs (a few tens of seconds
+on two cores): the same model, goals, KL box and target, the geometric
+squeeze over four epochs instead of five. What the seed's note promised of
+its KL ceiling (`../shared/seeds`, "Testing checklist"), item by item.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tqdm")
+
+from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig  # noqa: E402
+from constraint_sched.adapters.torch.lbo_vae._train import METRICS, Run  # noqa: E402
+
+CI_SIZED = TrainConfig(
+    images=1024, batch_size=32, epochs=7, kl_squeeze_epochs=4, calibration_steps=16
+)
+"""The default configuration, smaller: 32 steps an epoch, squeezing in epochs 3 to 6."""
+
+MAX_REJECT_RATE = 0.05
+TARGET_TOLERANCE = 0.10
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], list[str]]:
+    messages: list[str] = []
+    out = tmp_path_factory.mktemp("checklist")
+    Run(CI_SIZED, out, progress=False, print_=messages.append).train()
+    rows = [json.loads(line) for line in (Path(out) / METRICS).read_text().splitlines()]
+    return rows, messages
+
+
+def kl_events(messages: list[str], kind: str) -> list[str]:
+    return [m for m in messages if m.strip().startswith(f"[{kind}] kl:")]
+
+
+def test_epoch_1_has_no_ceiling_to_violate_and_rejects_under_5_percent(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, _ = run
+    first = rows[0]
+    assert first["kl_phase"] == "DISCOVERY"
+    assert first["kl_ceiling"] is None  # no ceiling: initialisation cannot violate one
+    assert first["reject_rate"] < MAX_REJECT_RATE
+    assert first["min_group"] > 0.3  # the goals start healthy: calibrated, not violated
+
+
+def test_the_discovery_message_gives_the_max_kl_and_it_becomes_the_ceiling(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, messages = run
+    (discovered,) = kl_events(messages, "discovered")
+    ceiling = float(re.search(r"discovered ceiling ([\d,.]+)", discovered)[1].replace(",", ""))  # type: ignore[index]
+    assert ceiling == pytest.approx(rows[0]["kl_max"], rel=1e-4)
+    assert rows[1]["kl_ceiling"] == pytest.approx(ceiling, rel=1e-4)
+    assert kl_events(messages, "held")
+
+
+def test_in_epoch_2_the_mean_kl_is_within_the_ceiling(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, _ = run
+    hold = rows[1]
+    assert hold["kl_phase"] == "HOLD"
+    assert hold["kl_core"] <= hold["kl_ceiling"]
+    assert hold["kl_detail"] <= hold["kl_ceiling"]
+
+
+def test_from_epoch_3_the_ceiling_is_squeezed_and_the_kl_falls(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, messages = run
+    squeezes = kl_events(messages, "squeezed")
+    assert len(squeezes) >= CI_SIZED.kl_squeeze_epochs
+    ceilings = [r["kl_ceiling"] for r in rows[1:]]
+    assert all(b <= a for a, b in itertools.pairwise(ceilings))
+    assert ceilings[-1] == pytest.approx(CI_SIZED.kl_target)
+    # The epoch's largest KL falls with the ceiling, from the discovered max down.
+    assert rows[-1]["kl_max"] < rows[0]["kl_max"]
+
+
+def test_the_kl_is_within_10_percent_of_the_target_when_the_squeeze_reaches_it(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, messages = run
+    assert kl_events(messages, "converged")
+    at_target = [r for r in rows if r["kl_ceiling"] == pytest.approx(CI_SIZED.kl_target)]
+    assert at_target, "the squeeze never reached the target"
+    for half in ("kl_core", "kl_detail"):
+        assert at_target[0][half] == pytest.approx(CI_SIZED.kl_target, rel=TARGET_TOLERANCE)
+
+
+def test_every_epoch_rejects_under_5_percent(run: tuple[list[dict[str, Any]], list[str]]) -> None:
+    rows, _ = run
+    assert [r["epoch"] for r in rows] == list(range(1, CI_SIZED.epochs + 1))
+    assert max(r["reject_rate"] for r in rows) < MAX_REJECT_RATE
