@@ -1,0 +1,375 @@
+"""The seed's learning-rate sweep: does the trainer work with any LR? Discovered vs fixed ceiling.
+
+For each learning rate (1e-3, 2e-3, 3e-3 and 5e-3 by default) the bundled
+LBO-VAE trainer runs its default configuration (``TrainConfig()`` with only
+``lr`` changed; ``--epochs`` and ``--images`` override those two) through
+``Run(config, out, print_=..., progress=False).train()``, twice:
+
+- **discovered**: the trainer as it is: the KL ceiling (shared by
+  ``kl_core`` and ``kl_detail``) is discovered in epoch 1 as the max KL of the
+  accepted steps, held, then squeezed towards ``kl_target``, backed off when a
+  squeeze rejects too many steps (`build_schedulers`).
+- **fixed**: the original's v17c: one hard-coded ceiling from epoch 1 on,
+  never moved. `TrainConfig` has no way to say that (``kl_table`` squeezes a
+  discovered ceiling; it cannot start in epoch 1, which is the discovery), and
+  the core has no way to start a scheduler at a given bound outside its
+  discovery. So the script builds the `Run`, then swaps its ``kl`` scheduler
+  (`fix_ceiling`) before training: a `ConstraintScheduler` over the same two
+  KL specs with ``upper=FIXED`` and a discovery that outlasts the run
+  (``DiscoveryPhase(epochs=config.epochs + 1)``: a scheduler in discovery
+  scores with its specs' own bound, here ``FIXED``), with no hold, squeeze or
+  back-off. The step then treats ``FIXED`` as the barrier from the first step,
+  and the metrics rows go on reporting the KL (their ``kl_phase`` reads
+  ``DISCOVERY`` throughout: that is the mechanism, not a discovery). The other
+  schedulers (the ``auto`` scales) are the run's own, untouched, and so is
+  everything else; the `Stepper` is rebuilt over the new `TorchScheduler`
+  with the run's own parts, barriers and agreement (it holds nothing but the
+  parts it wires together, and no step has run). Whether a step that crosses
+  the ceiling is rejected outright is the config's ``kl_hard_ceiling``, in
+  both arms alike.
+
+``FIXED`` is the ceiling the 3e-3 run discovered (a guess tuned to one
+learning rate, which is the point) unless ``--fixed`` gives one.
+
+Per run the table shows: the max KL of epoch 1 (the metrics row's
+``kl_max``), the ceiling in force in epoch 2 (discovered, or ``FIXED``), the
+reject rate of epoch 1, the final mean KL (the mean of ``kl_core`` and
+``kl_detail`` in the last row) against ``kl_target``, and the largest reject
+rate of any epoch. ``--json PATH`` writes the rows (and every run's metrics
+rows) as JSON. A run that raises is reported in its row, and the exit status
+is 1.
+
+Usage:
+    python benchmarks/lr_sweep.py [--lrs 1e-3,2e-3,3e-3,5e-3] [--epochs N]
+        [--images N] [--fixed CEILING] [--device auto|cpu|cuda] [--threads T]
+        [--out DIR] [--quiet] [--quick] [--json PATH]
+
+Run it against the source tree with ``PYTHONPATH=. python benchmarks/lr_sweep.py``
+from the repository root, or with ``constraint-sched[trainer]`` installed.
+The full sweep is 8 runs of the default configuration (10 epochs each).
+``--quick`` runs a tiny configuration for 2 epochs (16x16 images, 32 of them,
+batch 16, a narrow model, one calibration step): a smoke test of the script,
+not a result. On a CPU that other work shares, ``--threads 1``: torch's
+intra-op threads wait for each other at every operator, and a step can take
+tens of times longer when one of them is descheduled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from constraint_sched import ConstraintScheduler, DiscoveryPhase, SchedulerCollection, __version__
+from constraint_sched.adapters.torch import TorchScheduler
+from constraint_sched.adapters.torch.lbo_vae import Run, Stepper, TrainConfig
+from constraint_sched.adapters.torch.lbo_vae._schedules import KL_GOALS
+
+LRS = (1e-3, 2e-3, 3e-3, 5e-3)
+"""The seed's learning rates."""
+
+REFERENCE_LR = 3e-3
+"""The run whose discovered ceiling is ``FIXED`` unless ``--fixed`` is given."""
+
+QUICK = {
+    "images": 32,
+    "batch_size": 16,
+    "image_size": 16,
+    "epochs": 2,
+    "width": 8,
+    "disc_width": 8,
+    "calibration_steps": 1,
+}
+"""``--quick``'s tiny configuration (a smoke test of the script, not a result)."""
+
+ARMS = ("discovered", "fixed")
+
+
+def fix_ceiling(run: Run, fixed: float) -> None:
+    """Replace ``run``'s KL scheduler with one that holds ``fixed`` from the first step on.
+
+    The new scheduler has the same two KL specs with ``upper=fixed`` and stays
+    in discovery for longer than the run (a scheduler in discovery scores
+    with its specs' own bound), with no hold, squeeze or back-off. Call it
+    before training.
+
+    Raises:
+        ValueError: The run has already taken a step, or ``fixed`` gives no
+            valid KL spec (it must lie above ``kl_healthy``).
+    """
+    if run.stepper.steps:
+        raise ValueError("fix_ceiling: the run has already taken steps")
+    kl = run.collection["kl"]
+    specs = [attrs.evolve(kl.spec(name), upper=fixed) for name in KL_GOALS]
+    scheduler = ConstraintScheduler(
+        specs,
+        discovery=DiscoveryPhase(statistic="max", epochs=run.config.epochs + 1),
+        name="kl",
+    )
+    scheduler.add_callback(run._event)  # the run prints the kl events it is given
+    collection = SchedulerCollection([scheduler, *(s for s in run.collection if s.name != "kl")])
+    schedulers = TorchScheduler(collection)
+    run.collection, run.schedulers = collection, schedulers
+    old = run.stepper  # the same wiring over the new schedulers (barriers, agreement)
+    run.stepper = Stepper(
+        old.vae,
+        old.disc,
+        old.goals,
+        schedulers,
+        old.optimizer,
+        old.disc_optimizer,
+        barriers=old.barriers,
+        agree=old.agree,
+    )
+
+
+def summarise(config: TrainConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table's figures of one run, from its metrics rows."""
+    first, last = rows[0], rows[-1]
+    second = rows[1] if len(rows) > 1 else None
+    final_kl = (last["kl_core"] + last["kl_detail"]) / 2
+    return {
+        "kl_max_epoch_1": first["kl_max"],
+        "ceiling_epoch_2": None if second is None else second["kl_ceiling"],
+        "reject_rate_epoch_1": first["reject_rate"],
+        "final_kl": final_kl,
+        "kl_target": config.kl_target,
+        "final_kl_over_target": final_kl / config.kl_target,
+        "max_reject_rate": max(r["reject_rate"] for r in rows),
+        "epoch_of_max_reject_rate": max(rows, key=lambda r: r["reject_rate"])["epoch"],
+        "epochs": len(rows),
+    }
+
+
+def run_one(
+    config: TrainConfig, out: Path, arm: str, fixed: float | None, quiet: bool
+) -> dict[str, Any]:
+    """Train one configuration; its row of the table (an ``error`` if it raised)."""
+    tag = f"[lr={config.lr:g} {arm}]"
+
+    def echo(line: str) -> None:
+        if not quiet:
+            print(f"{tag} {line}", flush=True)
+
+    record: dict[str, Any] = {"lr": config.lr, "arm": arm, "fixed": fixed, "out": str(out)}
+    started = time.perf_counter()
+    try:
+        run = Run(config, out, print_=echo, progress=False)
+        if arm == "fixed":
+            assert fixed is not None
+            fix_ceiling(run, fixed)
+        rows = run.train()
+    except Exception as error:  # a sweep reports a run that fails, and goes on
+        record["error"] = f"{type(error).__name__}: {error}"
+        echo(f"failed: {record['error']}")
+        return record
+    finally:
+        record["seconds"] = time.perf_counter() - started
+    record.update(summarise(config, rows))
+    record["rows"] = rows
+    return record
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    """A number for the table; '-' for None, 'nan' for NaN."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return format(value, spec)
+
+
+def table(records: list[dict[str, Any]]) -> list[str]:
+    """The markdown table: one row per run, the two arms of an LR side by side."""
+    lines = [
+        "| LR | ceiling | max KL, epoch 1 | ceiling, epoch 2 | rejects, epoch 1 | "
+        "final mean KL / target | max rejects (epoch) |",
+        "|---:|:---|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        head = f"| {r['lr']:g} | {r['arm']} |"
+        if "error" in r:
+            lines.append(f"{head} {r['error']} | | | | |")
+            continue
+        lines.append(
+            f"{head} {fmt(r['kl_max_epoch_1'])} | {fmt(r['ceiling_epoch_2'])} | "
+            f"{r['reject_rate_epoch_1']:.1%} | {fmt(r['final_kl'])} / {r['kl_target']:g} "
+            f"({fmt(r['final_kl_over_target'], '.2f')}x) | "
+            f"{r['max_reject_rate']:.1%} ({r['epoch_of_max_reject_rate']}) |"
+        )
+    return lines
+
+
+def pick_device(choice: str, parser: argparse.ArgumentParser) -> str:
+    """The device ``--device`` names; ``auto`` is CUDA when there is one."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    return choice
+
+
+def parse_lrs(text: str) -> tuple[float, ...]:
+    """``1e-3,2e-3`` -> ``(0.001, 0.002)``."""
+    try:
+        lrs = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not lrs or not all(lr > 0 and math.isfinite(lr) for lr in lrs):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive: {text!r}")
+    return lrs
+
+
+@contextlib.contextmanager
+def output(folder: Path | None) -> Iterator[Path]:
+    """``folder`` (kept), or a temporary folder (deleted) for the runs' outputs."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="lr-sweep-") as scratch:
+        yield Path(scratch)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sweep and print the table.
+
+    Args:
+        argv: Command-line arguments without the program name; None reads ``sys.argv``.
+
+    Returns:
+        The exit status: 1 if a run failed.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--lrs",
+        type=parse_lrs,
+        default=LRS,
+        help="comma-separated learning rates (default 1e-3,2e-3,3e-3,5e-3)",
+    )
+    parser.add_argument("--epochs", type=int, help="epochs per run (default: the config's, 10)")
+    parser.add_argument("--images", type=int, help="training images (default: the config's, 2048)")
+    parser.add_argument(
+        "--fixed",
+        type=float,
+        help="the fixed arm's ceiling (default: the ceiling the 3e-3 run discovered)",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch's CPU threads (default: torch's; 1 on a CPU that other work shares)",
+    )
+    parser.add_argument("--out", type=Path, help="keep each run's folder here (default: a temp)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the runs' epoch lines")
+    parser.add_argument("--quick", action="store_true", help="a tiny configuration: a smoke test")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows here")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device, parser)
+    base = TrainConfig(device=device)
+    if args.quick:
+        base = base.replace(**QUICK)
+    try:
+        base = base.replace(epochs=args.epochs, images=args.images)
+    except ValueError as error:
+        parser.error(str(error))
+    if base.epochs < 2:
+        parser.error("--epochs must be at least 2: epoch 2 is where the discovered ceiling acts")
+    if args.fixed is None and REFERENCE_LR not in args.lrs:
+        parser.error(f"--lrs has no {REFERENCE_LR:g} run to take the fixed ceiling from: --fixed")
+    if args.fixed is not None and not args.fixed > base.kl_healthy:
+        parser.error(f"--fixed must be above kl_healthy ({base.kl_healthy:g})")
+
+    print("LBO-VAE learning-rate sweep: discovered KL ceiling vs one fixed ceiling (v17c)")
+    print(
+        f"  Python {platform.python_version()}, torch {torch.__version__}, constraint_sched "
+        f"{__version__}; device: {device}, torch threads: {torch.get_num_threads()}"
+    )
+    changed = {
+        f.name: getattr(base, f.name)
+        for f in attrs.fields(TrainConfig)
+        if getattr(base, f.name) != getattr(TrainConfig(), f.name) and f.name != "device"
+    }
+    mode = " (--quick: a smoke test, not a result)" if args.quick else ""
+    print(
+        f"  config: TrainConfig() with lr swept"
+        f"{', ' + ', '.join(f'{k}={v}' for k, v in changed.items()) if changed else ''}; "
+        f"kl_target {base.kl_target:g}{mode}"
+    )
+    print(f"  learning rates: {', '.join(f'{lr:g}' for lr in args.lrs)}")
+    print()
+
+    records: list[dict[str, Any]] = []
+    with output(args.out) as folder:
+        discovered = {}
+        for lr in args.lrs:
+            config = base.replace(lr=lr)
+            record = run_one(
+                config, folder / f"lr{lr:g}-discovered", "discovered", None, args.quiet
+            )
+            discovered[lr] = record
+        fixed = args.fixed
+        if fixed is None:
+            reference = discovered[REFERENCE_LR]
+            fixed = reference.get("ceiling_epoch_2")
+            if fixed is None:
+                print(f"the {REFERENCE_LR:g} run discovered no ceiling: the fixed arm is skipped")
+        fixed_runs = {}
+        if fixed is not None:
+            if not fixed > base.kl_healthy:
+                print(
+                    f"the fixed ceiling {fixed:g} is not above kl_healthy: the fixed arm is skipped"
+                )
+            else:
+                print(
+                    f"fixed ceiling: {fixed:.4g}"
+                    + ("" if args.fixed else f" (the {REFERENCE_LR:g} run's)")
+                )
+                for lr in args.lrs:
+                    config = base.replace(lr=lr)
+                    fixed_runs[lr] = run_one(
+                        config, folder / f"lr{lr:g}-fixed", "fixed", fixed, args.quiet
+                    )
+        for lr in args.lrs:
+            records.append(discovered[lr])
+            if lr in fixed_runs:
+                records.append(fixed_runs[lr])
+
+    print()
+    for line in table(records):
+        print(line)
+    failed = [r for r in records if "error" in r]
+    if args.json is not None:
+        payload = {
+            "torch": torch.__version__,
+            "constraint_sched": __version__,
+            "device": device,
+            "config": attrs.asdict(base),
+            "lrs": list(args.lrs),
+            "fixed_ceiling": fixed,
+            "quick": args.quick,
+            "records": records,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"\nrows written to {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
