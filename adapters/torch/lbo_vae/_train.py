@@ -338,7 +338,7 @@ class Run:
                 "settled": f"the provisional {CALIBRATION_HEADROOM:.0%} removed",
             }.get(kind, "")
             names = ", ".join(f"{e.constraint} {e.new:.4g}" for e in group)
-            self.print(f"  [{kind}] {len(group)} auto scales {what}: {names}")
+            self.print(f"  [{kind}] {len(group)} calibrated scales and boxes {what}: {names}")
 
     def _bar(self, total: int) -> Any:
         if not self.progress:
