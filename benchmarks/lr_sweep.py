@@ -258,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=LRS,
         help="comma-separated learning rates (default 1e-3,2e-3,3e-3,5e-3)",
     )
-    parser.add_argument("--epochs", type=int, help="epochs per run (default: the config's, 10)")
-    parser.add_argument("--images", type=int, help="training images (default: the config's, 2048)")
+    parser.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
+    parser.add_argument("--images", type=int, help="training images (default: the config's)")
     parser.add_argument(
         "--fixed",
         type=float,
