@@ -249,11 +249,8 @@ class TorchScheduler:
         Raises:
             ValueError: The spec's scale is ``"auto"`` and still being discovered.
         """
-        slot = self._slot(name)
-        if self._auto[slot]:
-            self.spec(self._names[slot]).score(0.0)  # raises the core's error, naming the spec
-        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
-        return self._scorers[slot].score(x, parameters=params)
+        spec, params = self._scoring(name, x)
+        return spec.score(x, parameters=params)
 
     def log_score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
         """The log of `score`, from the core's `constraint_sched.ConstraintSpec.log_score`.
@@ -264,11 +261,19 @@ class TorchScheduler:
         Raises:
             ValueError: The spec's scale is ``"auto"`` and still being discovered.
         """
+        spec, params = self._scoring(name, x)
+        return spec.log_score(x, parameters=params)
+
+    def _scoring(
+        self, name: str | None, x: torch.Tensor
+    ) -> tuple[ConstraintSpec, dict[str, torch.Tensor]]:
+        """Spec ``name`` and its cached parameter tensors for ``x``'s device and dtype."""
         slot = self._slot(name)
         if self._auto[slot]:
             self.spec(self._names[slot]).score(0.0)  # raises the core's error, naming the spec
-        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
-        return self._scorers[slot].log_score(x, parameters=params)
+        return self._scorers[slot], self.parameters(
+            self._names[slot], device=x.device, dtype=x.dtype
+        )
 
     def violation(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
         """How far ``x`` lies beyond spec ``name``'s current bounds (0 inside)."""
