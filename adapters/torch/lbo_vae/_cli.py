@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float)
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--perceptual-weights",
+        dest="perceptual_weights",
+        metavar="FILE",
+        help="a local torchvision VGG16 weights file: adds the perceptual goal (never downloaded)",
+    )
     train.add_argument("--out", default="lbo-vae-run", help="output folder (default: %(default)s)")
     train.add_argument("--config", help="a TOML file of settings (see the docs' trainer page)")
     train.add_argument("--resume", help="a checkpoint to continue from")
@@ -68,6 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr,
         device=args.device,
         seed=args.seed,
+        perceptual_weights=args.perceptual_weights,
     )
     with _distributed.process_group(pick_device(config.device)):
         return _train_run(args, config)

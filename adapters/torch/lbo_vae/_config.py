@@ -35,6 +35,14 @@ def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"TrainConfig.{attribute.name} must be true or false, got {value!r}")
 
 
+def _optional_path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(
+            f"TrainConfig.{attribute.name} must be a file's path (a non-empty string) or not "
+            f"set, got {value!r}"
+        )
+
+
 def _one_of(*choices: str) -> Any:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
@@ -78,7 +86,9 @@ class TrainConfig:
     median of the first ``calibration_steps`` steps, 10% wider until epoch 2.
     ``kl_steepness`` makes the KL goals' score fall to nearly 0 at the
     ceiling, a barrier like the original's; ``kl_hard_ceiling`` also rejects
-    any step that crosses it.
+    any step that crosses it. ``perceptual_weights``, the path of a local
+    torchvision VGG16 weights file, adds the ``perceptual`` goal; unset (the
+    default), the goal is off and nothing is loaded or downloaded.
 
     Examples:
         >>> TrainConfig(epochs=3).batch_size
@@ -108,6 +118,7 @@ class TrainConfig:
     kl_squeeze_epochs: int = attrs.field(default=5, validator=_positive)
     kl_table: dict[int, float] | None = attrs.field(default=None, converter=_table)
     max_reject_rate: float = attrs.field(default=0.15, converter=float, validator=_rate)
+    perceptual_weights: str | None = attrs.field(default=None, validator=_optional_path)
 
     def __attrs_post_init__(self) -> None:
         if (self.dataset == "folder") != (self.data is not None):

@@ -85,6 +85,10 @@ class Stepper:
         agree: Makes the replicas of a distributed run agree on a step's
             reject flag before anything acts on it (rejected on one rank,
             rejected on all); None alone.
+        features: The frozen feature extractor of the ``perceptual`` goal
+            (`VGGFeatures`), whose maps of ``x`` and of the reconstruction
+            `inputs` adds to the bundle; None when the goals have no
+            ``perceptual`` goal.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Stepper:
         disc_optimizer: torch.optim.Optimizer,
         barriers: Sequence[str] = (),
         agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        features: nn.Module | None = None,
     ) -> None:
         self.vae, self.disc, self.goals = vae, disc, tuple(goals)
         self.schedulers = schedulers
@@ -109,6 +114,7 @@ class Stepper:
         self._fixed = {g.name: g.spec for g in self.goals if g.name not in self._scheduled}
         self.barriers = tuple(n for n in barriers if n in self._scheduled)
         self.agree = agree
+        self.features = features
         self._calibrated = tuple(n for n in schedulers.names if n not in KL_GOALS)
         self.steps = 0
 
@@ -144,6 +150,11 @@ class Stepper:
         mu_aug, _ = vae.encode(augment(x))
         d_out = self.disc(torch.cat([recon, swap]))
         d_recon, d_swap = d_out.chunk(2)
+        features_x = features_recon = None
+        if self.features is not None:  # the perceptual goal's; x's need no graph
+            with torch.no_grad():
+                features_x = self.features(x)
+            features_recon = self.features(recon)
         return GoalInputs(
             x=x,
             recon=recon,
@@ -158,6 +169,8 @@ class Stepper:
             mu_augmented_core=vae.split(mu_aug)[0],
             d_recon=d_recon,
             d_swap=d_swap,
+            features_x=features_x,
+            features_recon=features_recon,
         )
 
     def crossed(

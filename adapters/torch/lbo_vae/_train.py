@@ -23,6 +23,7 @@ from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
 from constraint_sched.adapters.torch.lbo_vae._data import ImageSet, load, swap_scores
 from constraint_sched.adapters.torch.lbo_vae._goals import default_goals
 from constraint_sched.adapters.torch.lbo_vae._model import ModelConfig, build
+from constraint_sched.adapters.torch.lbo_vae._perceptual import VGGFeatures, load_vgg_features
 from constraint_sched.adapters.torch.lbo_vae._schedules import (
     CALIBRATION_HEADROOM,
     KL_GOALS,
@@ -105,10 +106,15 @@ class Run:
         self.disc_optimizer = torch.optim.AdamW(
             self.disc.parameters(), lr=config.lr / 10, fused=fused
         )
+        # The perceptual goal's extractor, from the user's local file only (never downloaded).
+        self.features: VGGFeatures | None = None
+        if config.perceptual_weights is not None:
+            self.features = load_vgg_features(config.perceptual_weights, device=self.device)
         self.goals = default_goals(
             kl_lower=config.kl_lower,
             kl_healthy=config.kl_healthy,
             kl_steepness=config.kl_steepness,
+            perceptual=self.features is not None,
         )
         self.collection = build_schedulers(self.goals, config)
         self.schedulers = TorchScheduler(self.collection)
@@ -122,6 +128,7 @@ class Run:
             self.disc_optimizer,
             barriers=KL_GOALS if config.kl_hard_ceiling else (),
             agree=_distributed.agree_any if self.world > 1 else None,
+            features=self.features,
         )
         if self.world > 1:  # the replicas start, step and roll back together
             for module in (self.vae, self.disc):
