@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, SupportsFloat
 
 from constraint_sched import _state
@@ -135,15 +135,32 @@ class SchedulerCollection:
         for scheduler in self._schedulers.values():
             scheduler.reject(count)
 
-    def advance_epoch(self, *, log: bool = True) -> list[Event]:
+    def advance_epoch(
+        self, *, log: bool = True, tighten: bool | Collection[str] = True
+    ) -> list[Event]:
         """End the epoch in every scheduler; the events of all, in scheduler order.
 
         Args:
             log: Log the events (see `ConstraintScheduler.advance_epoch`).
+            tighten: True or False for every scheduler, or the names of the
+                schedulers that may take a squeeze step this epoch (the
+                others wait; see `ConstraintScheduler.advance_epoch`).
+
+        Raises:
+            KeyError: ``tighten`` names a scheduler the collection does not have.
         """
+        if not isinstance(tighten, bool):
+            allowed = set(tighten)
+            unknown = sorted(allowed - set(self._schedulers))
+            if unknown:
+                raise KeyError(
+                    f"SchedulerCollection.advance_epoch: tighten names unknown schedulers "
+                    f"{unknown}; the collection has {sorted(self._schedulers)}"
+                )
         events: list[Event] = []
-        for scheduler in self._schedulers.values():
-            events.extend(scheduler.advance_epoch(log=log))
+        for name, scheduler in self._schedulers.items():
+            may = tighten if isinstance(tighten, bool) else name in allowed
+            events.extend(scheduler.advance_epoch(log=log, tighten=may))
         return events
 
     def state_dict(self) -> dict[str, Any]:

@@ -68,6 +68,11 @@ class Discovered(Event):
     def message(self) -> str:
         """One line for a log."""
         parts = ", ".join(f"{k} {_fmt(v)}" for k, v in self.per_spec.items())
+        if self.statistic == "given":
+            return (
+                f"{self.constraint}: kept the given {self.bound_name} {_fmt(self.new)}; "
+                f"applies from epoch {self.epoch}"
+            )
         return (
             f"{self.constraint}: discovered {self.bound_name} {_fmt(self.new)} "
             f"({self.statistic} {_fmt(self.value)} over {self.observations} observations"

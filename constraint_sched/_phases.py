@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import attrs
 
-Statistic = Literal["max", "min", "median", "quantile"]
+Statistic = Literal["max", "min", "median", "quantile", "given"]
 BackoffMetric = Literal["reject_rate", "violation_rate"]
 
 
@@ -106,7 +106,10 @@ class DiscoveryPhase:
         epochs: The least number of epochs with data to watch.
         statistic: ``"max"``, ``"min"``, ``"median"`` or ``"quantile"``. A
             ceiling takes ``"max"`` (the default) or a central statistic; a
-            floor takes ``"min"`` or a central statistic.
+            floor takes ``"min"`` or a central statistic. ``"given"`` keeps
+            the bound the specs were built with, after ``epochs`` epochs
+            with or without observations: for a bound you set yourself and
+            only want tightened later (an adaptive squeeze).
         quantile: The quantile in ``(0, 1)``, for ``statistic="quantile"`` only.
         headroom: Non-negative widening, a fraction of the statistic's magnitude.
         plateau: Relative growth per epoch below which discovery may end.
@@ -127,7 +130,8 @@ class DiscoveryPhase:
 
     epochs: int = attrs.field(default=1, validator=_positive_int("DiscoveryPhase"))
     statistic: Statistic = attrs.field(
-        default="max", validator=_one_of("DiscoveryPhase", ("max", "min", "median", "quantile"))
+        default="max",
+        validator=_one_of("DiscoveryPhase", ("max", "min", "median", "quantile", "given")),
     )
     headroom: float = attrs.field(
         default=0.0, validator=_number_in("DiscoveryPhase", 0.0, math.inf, high_open=True)
@@ -167,6 +171,14 @@ class DiscoveryPhase:
             raise ValueError(
                 "DiscoveryPhase.provisional_headroom widens a bound found after `steps` steps "
                 f"for the rest of that epoch: it needs steps, got {self.provisional_headroom!r}"
+            )
+        if self.statistic == "given" and (
+            self.steps is not None or self.plateau is not None or self.headroom
+        ):
+            raise ValueError(
+                "DiscoveryPhase(statistic='given') keeps the spec's own bound: it takes no "
+                f"steps, plateau or headroom, got steps={self.steps!r}, "
+                f"plateau={self.plateau!r}, headroom={self.headroom!r}"
             )
         if self.max_epochs is not None and self.max_epochs < self.epochs:
             raise ValueError(

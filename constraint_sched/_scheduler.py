@@ -405,12 +405,17 @@ class ConstraintScheduler:
 
     # -- the epoch boundary ---------------------------------------------------
 
-    def advance_epoch(self, *, log: bool = True) -> list[Event]:
+    def advance_epoch(self, *, log: bool = True, tighten: bool = True) -> list[Event]:
         """End the current epoch: move the bound as its phase says, and start the next.
 
         Args:
             log: Log the events on ``logging.getLogger("constraint_sched")``;
                 a distributed run passes False on every rank but the first.
+            tighten: False holds a squeeze step back this epoch: the schedule
+                waits, as an adaptive one does after a bad epoch. For a
+                readiness test of the caller's own (a run that tightens only
+                while its objective is healthy). Discovery, hold and backoff
+                go on as usual.
 
         Returns:
             The events caused, each with the epoch in which its new bound
@@ -424,6 +429,7 @@ class ConstraintScheduler:
             statistic=aggregate(self._cfg.side, list(per_spec.values())) if per_spec else None,
             per_spec=per_spec,
             window_observations=self._window_observations + stats.observations,
+            tighten=bool(tighten),
         )
         new_state, events = transition(self._cfg, self._st, summary)
         # Commit only after the pure transition succeeded: a failure leaves all as it was.
@@ -597,10 +603,12 @@ class ConstraintScheduler:
         if phase is not Phase.DISCOVERY:
             return _NO_STAT
         statistic = self._cfg.discovery.statistic
+        if statistic == "given":  # nothing to find: the cheapest statistic, unused
+            statistic = "max" if self._cfg.side == "upper" else "min"
         return {"max": _MAX, "min": _MIN}.get(statistic, _QUANTILE)
 
     def _window_start(self) -> float:
-        return -math.inf if self._cfg.discovery.statistic == "max" else math.inf
+        return -math.inf if self._mode_for(Phase.DISCOVERY) == _MAX else math.inf
 
     def _quantile_level(self) -> float:
         level = self._cfg.discovery.quantile_level

@@ -95,6 +95,8 @@ class EpochSummary:
     """The window's statistic over the specs (max of ceilings, min of floors), or None."""
     per_spec: Mapping[str, float]
     window_observations: int
+    tighten: bool = True
+    """Whether the caller lets a squeeze step be taken this epoch (it waits if not)."""
 
 
 def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[Event]]:
@@ -116,9 +118,15 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
         events.append(Settled(**base, old=st.bound, new=st.settle_to))
         st = attrs.evolve(st, bound=st.settle_to, settle_to=None)
 
+    if st.phase is Phase.DISCOVERY and cfg.discovery.statistic == "given":
+        # The specs' own bound, kept: discovery only counts its epochs.
+        if st.data_epochs + 1 < cfg.discovery.epochs:
+            return attrs.evolve(st, epoch=nxt, data_epochs=st.data_epochs + 1), events
+        seen = attrs.evolve(seen, statistic=st.bound, per_spec={})
+
     if st.phase is Phase.DISCOVERY:
         d = cfg.discovery
-        if seen.stats.observations == 0:
+        if seen.stats.observations == 0 and d.statistic != "given":
             events.append(
                 DiscoveryExtended(
                     **base,
@@ -291,6 +299,8 @@ def _squeeze(
         events.append(Converged(**base, old=st.bound, new=st.bound, reason="no_squeeze"))
         return attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False), events
     assert st.discovered is not None
+    if not seen.tighten:  # the caller holds the squeeze back this epoch: no step taken
+        return attrs.evolve(st, fresh_squeeze=False), events
     step = st.step + 1
     proposed = schedule.propose(
         step,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, SupportsFloat
 
 import torch
@@ -436,8 +436,12 @@ class TorchScheduler:
 
     # -- the epoch boundary --------------------------------------------------------
 
-    def advance_epoch(self) -> list[Event]:
+    def advance_epoch(self, *, tighten: bool | Collection[str] = True) -> list[Event]:
         """End the epoch: synchronise once, agree across ranks, move every bound.
+
+        ``tighten`` is passed to the core's ``advance_epoch``: False (or, for a
+        collection, the names of the schedulers that may) holds squeeze steps
+        back this epoch. In a distributed run every rank must pass the same.
 
         Under an initialised ``torch.distributed`` process group every rank
         must call this at the same point: the statistics are reduced across
@@ -454,7 +458,16 @@ class TorchScheduler:
         """
         log = _distributed.rank(self._group) == 0
         tallies = self._merge_epoch_so_far(log=log)
-        events = self._core.advance_epoch(log=log)
+        core = self._core
+        if isinstance(core, ConstraintScheduler):
+            if not isinstance(tighten, bool):
+                raise TypeError(
+                    "TorchScheduler.advance_epoch: tighten is a bool for a single "
+                    f"scheduler, got {tighten!r}"
+                )
+            events = core.advance_epoch(log=log, tighten=tighten)
+        else:
+            events = core.advance_epoch(log=log, tighten=tighten)
         flushed, self._flushed = self._flushed, None
         if flushed is not None:  # a steps discovery ended inside the epoch: report it whole
             tallies = [_plus(a, b) for a, b in zip(flushed, tallies, strict=True)]
