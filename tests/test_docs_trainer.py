@@ -165,6 +165,8 @@ def _bound(goal: Any, schedulers: Any) -> str:
     if spec.kind.value == "minimize_soft":
         if scheduler is None:
             return f"scale {spec.scale:g}"
+        if scheduler.discovery.statistic == "given":  # a fixed scale, tightened later
+            return f"scale {spec.scale:g}, tightened"
         assert spec.scale == "auto"
         return "auto"
     assert spec.kind.value == "box", f"{goal.name}: a kind the table does not write"

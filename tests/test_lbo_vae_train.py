@@ -188,3 +188,57 @@ def test_the_command_line_reports_errors_without_a_traceback(
     assert "missing.toml" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_fixed_scales_are_tightened_only_while_the_min_group_is_healthy(tmp_path: Path) -> None:
+    # LBO.md section 5: from the end of epoch `tighten_from`, x0.95 after each good epoch.
+    messages: list[str] = []
+    config = TINY.replace(epochs=4, tighten_from=2, tighten_min_group=0.01)
+    run = Run(config, tmp_path / "open", progress=False, print_=messages.append)
+    fixed = [s.name for s in run.collection if s.discovery.statistic == "given"]
+    assert fixed
+    assert "inactive_core" in fixed
+    before = {n: run.collection[n].bound for n in fixed}
+    run.train()
+    rows = [json.loads(line) for line in (run.out / METRICS).read_text().splitlines()]
+    tightened = sum(1 for r in rows[1:] if r["reject_rate"] < 0.05)  # epochs 2, 3 and 4
+    for name in fixed:
+        assert run.collection[name].bound == pytest.approx(before[name] * 0.95**tightened)
+    assert any(m.startswith("  [squeezed]") and "fixed scales tightened" in m for m in messages)
+    # The same run with the gate closed: the fixed scales stay as given.
+    messages.clear()
+    shut = Run(config.replace(tighten_min_group=1.0), tmp_path / "shut", progress=False,
+               print_=messages.append)  # fmt: skip
+    shut.train()
+    assert all(shut.collection[n].bound == before[n] for n in fixed)
+    assert any("[tighten] waits: mean min group" in m for m in messages)
+
+
+def test_the_stop_rule_trains_one_more_epoch_after_a_5_percent_reject_rate(
+    tmp_path: Path,
+) -> None:
+    messages: list[str] = []
+    config = TINY.replace(epochs=6, images=128, tighten_from=1)
+    run = Run(config, tmp_path, progress=False, print_=messages.append)
+    real, calls = run.stepper, []
+
+    class Poisoned:
+        """The real stepper, but the 6th batch (epoch 2, 4 steps an epoch) is all NaN."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def __call__(self, x: Any) -> Any:
+            calls.append(len(calls) + 1)
+            return real(torch.full_like(x, math.nan) if len(calls) == 6 else x)
+
+    run.stepper = Poisoned()  # type: ignore[assignment]
+    rows = run.train()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # epoch 2 rejected 25%: one more, stop
+    assert run.stop_after == 3
+    assert any("[stop] epoch 2 rejected 25.0%" in m for m in messages)
+    assert messages[-1] == "stopped after epoch 3 (LBO's stop rule)"
+    # A resumed run remembers that it stopped.
+    resumed = Run(config, tmp_path / "again", progress=False, print_=quiet)
+    resumed.load(tmp_path / CHECKPOINT)
+    assert resumed.train() == []

@@ -30,6 +30,11 @@ def _rate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"TrainConfig.{attribute.name} must lie in (0, 1], got {value!r}")
 
 
+def _fraction(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"TrainConfig.{attribute.name} must lie in (0, 1), got {value!r}")
+
+
 def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"TrainConfig.{attribute.name} must be true or false, got {value!r}")
@@ -84,6 +89,11 @@ class TrainConfig:
     ceiling over ``kl_squeeze_epochs`` epochs, or by the absolute ``kl_table``
     (the seed's is `SEED_TABLE`, for CelebA-sized KLs). ``auto`` scales are the
     median of the first ``calibration_steps`` steps, 10% wider until epoch 2.
+    From the end of epoch ``tighten_from`` the fixed soft scales are
+    tightened by ``tighten_factor`` after each epoch that rejects under 5%
+    while the mean min group of the last 3 epochs is at least
+    ``tighten_min_group``; once an epoch after that rejects 5% or more, the
+    run trains one more epoch and stops (LBO.md section 5).
     ``kl_steepness`` makes the KL goals' score fall to nearly 0 at the
     ceiling, a barrier like the original's; ``kl_hard_ceiling`` also rejects
     any step that crosses it. ``perceptual_weights``, the path of a local
@@ -118,6 +128,9 @@ class TrainConfig:
     kl_squeeze_epochs: int = attrs.field(default=5, validator=_positive)
     kl_table: dict[int, float] | None = attrs.field(default=None, converter=_table)
     max_reject_rate: float = attrs.field(default=0.15, converter=float, validator=_rate)
+    tighten_from: int = attrs.field(default=6, validator=_positive)
+    tighten_factor: float = attrs.field(default=0.95, converter=float, validator=_fraction)
+    tighten_min_group: float = attrs.field(default=0.5, converter=float, validator=_rate)
     perceptual_weights: str | None = attrs.field(default=None, validator=_optional_path)
 
     def __attrs_post_init__(self) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from constraint_sched import (
     Backoff,
+    ConstraintKind,
     ConstraintScheduler,
     DiscoveryPhase,
     HoldPhase,
@@ -28,6 +29,12 @@ two orders of magnitude smaller, and a box centred far above them pushes every
 variance, and the KL with it, up.
 """
 
+TIGHTEN_REJECT_RATE = 0.05
+"""LBO.md section 5: a fixed scale is tightened only after an epoch rejecting less than this."""
+
+TIGHTEST_SCALE = 5e-4
+"""The adaptive tightening's limit: the smallest scale a ``MINIMIZE_SOFT`` spec may have."""
+
 CALIBRATION_HEADROOM = 0.1
 """How much wider an ``auto`` scale is from its calibration to the end of epoch 1 (LBO.md §3)."""
 
@@ -42,7 +49,11 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
       rejects more than ``config.max_reject_rate`` of its steps.
     - one scheduler per ``auto`` scale: the median of the first
       ``config.calibration_steps`` steps, 10% wider until the end of epoch 1;
-    - one per `CALIBRATED_BOXES` box: its upper bound twice that median.
+    - one per `CALIBRATED_BOXES` box: its upper bound twice that median;
+    - one per fixed ``MINIMIZE_SOFT`` scale (LBO.md section 5): kept as given
+      until the end of epoch ``config.tighten_from``, then tightened by
+      ``config.tighten_factor`` after each epoch that rejects under 5% and
+      that the run lets tighten (`tightened`), backed off like the KL.
 
     Raises:
         ValueError: A KL goal is missing, or the squeeze does not suit the specs.
@@ -80,6 +91,20 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
                     hold=HoldPhase(epochs=0),
                 )
             )
+        elif goal.spec.kind is ConstraintKind.MINIMIZE_SOFT and goal.spec.scale != "auto":
+            schedulers.append(
+                ConstraintScheduler(
+                    goal.spec,
+                    discovery=DiscoveryPhase(statistic="given", epochs=config.tighten_from),
+                    hold=HoldPhase(epochs=0),
+                    squeeze=SqueezeSchedule.adaptive(
+                        target=TIGHTEST_SCALE,
+                        factor=config.tighten_factor,
+                        max_reject_rate=TIGHTEN_REJECT_RATE,
+                    ),
+                    backoff=Backoff(max_reject_rate=config.max_reject_rate, factor=1.0),
+                )
+            )
         elif goal.spec.scale == "auto":
             schedulers.append(
                 ConstraintScheduler(
@@ -93,3 +118,13 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
                 )
             )
     return SchedulerCollection(schedulers)
+
+
+def tightened(collection: SchedulerCollection) -> tuple[str, ...]:
+    """The schedulers of fixed scales that LBO.md section 5 tightens, by name."""
+    return tuple(s.name for s in collection if s.discovery.statistic == "given")
+
+
+def calibrated(collection: SchedulerCollection) -> tuple[str, ...]:
+    """The goals calibrated over the first steps (``auto`` scales, `CALIBRATED_BOXES`)."""
+    return tuple(n for s in collection if s.discovery.steps is not None for n in s.names)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from constraint_sched import Phase
+from constraint_sched import Phase, SchedulerCollection
 from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
 from constraint_sched.adapters.torch.lbo_vae._goals import (
     PERTURBATION_STD,
@@ -19,7 +19,7 @@ from constraint_sched.adapters.torch.lbo_vae._goals import (
     group_tree,
 )
 from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, PatchDiscriminator
-from constraint_sched.adapters.torch.lbo_vae._schedules import KL_GOALS
+from constraint_sched.adapters.torch.lbo_vae._schedules import calibrated
 
 
 class StepResult(NamedTuple):
@@ -115,15 +115,16 @@ class Stepper:
         self.barriers = tuple(n for n in barriers if n in self._scheduled)
         self.agree = agree
         self.features = features
-        self._calibrated = tuple(n for n in schedulers.names if n not in KL_GOALS)
+        core = schedulers.core
+        self._calibrated = calibrated(core) if isinstance(core, SchedulerCollection) else ()
         self.steps = 0
 
     def calibrating(self) -> bool:
         """Whether a calibrated bound is still undiscovered (train on pixel MSE meanwhile).
 
-        Every scheduled goal but the KL halves is calibrated over the first
-        steps (``auto`` scales, calibrated boxes); the KL ceiling's discovery
-        lasts the whole first epoch (its max counts the calibration steps too).
+        The ``auto`` scales and the calibrated boxes are found over the first
+        steps; the KL ceiling's discovery lasts the whole first epoch (its max
+        counts the calibration steps too), and the fixed scales are given.
         """
         sched = self.schedulers
         return any(sched.phase(n) is Phase.DISCOVERY for n in self._calibrated)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from constraint_sched import Converged, Event
+from constraint_sched import Converged, Discovered, Event
 from constraint_sched.adapters.torch import TorchScheduler
 from constraint_sched.adapters.torch.lbo_vae import _distributed
 from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
@@ -27,7 +27,9 @@ from constraint_sched.adapters.torch.lbo_vae._perceptual import VGGFeatures, loa
 from constraint_sched.adapters.torch.lbo_vae._schedules import (
     CALIBRATION_HEADROOM,
     KL_GOALS,
+    TIGHTEN_REJECT_RATE,
     build_schedulers,
+    tightened,
 )
 from constraint_sched.adapters.torch.lbo_vae._step import Stepper
 
@@ -35,6 +37,8 @@ Printer = Callable[[str], None]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+TIGHTEN_WINDOW = 3
+"""LBO.md section 5: the epochs whose mean min group decides whether fixed scales tighten."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -136,6 +140,9 @@ class Run:
             _distributed.average_gradients(self.optimizer)
             _distributed.average_gradients(self.disc_optimizer)
         self._events: list[Event] = []
+        self._tightened = tightened(self.collection)
+        self.stop_after: int | None = None
+        """The last epoch to train, once LBO's stop rule has fired."""
         self.epoch = 1
         self.history: list[dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -147,8 +154,12 @@ class Run:
     def train(self) -> list[dict[str, Any]]:
         """Train for the configured epochs; returns the metrics of each epoch."""
         rows = []
-        while self.epoch <= self.config.epochs:
+        while self.epoch <= self.config.epochs and (
+            self.stop_after is None or self.epoch <= self.stop_after
+        ):
             rows.append(self.train_epoch())
+        if self.stop_after is not None and self.epoch <= self.config.epochs:
+            self.print(f"stopped after epoch {self.stop_after} (LBO's stop rule)")
         return rows
 
     def train_epoch(self) -> dict[str, Any]:
@@ -191,12 +202,13 @@ class Run:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        self.schedulers.advance_epoch()
-        self._print_events()
-        means = self.schedulers.last_means
         t = _distributed.all_reduce_sum(totals).tolist()  # every rank's steps
         steps = len(batches) * self.world
         accepted = max(steps - t[2], 1)
+        reject_rate, min_group = t[2] / steps, t[1] / accepted
+        self.schedulers.advance_epoch(tighten=self._may_tighten(min_group))
+        self._print_events()
+        means = self.schedulers.last_means
         row: dict[str, Any] = {
             "epoch": self.epoch,
             "kl_phase": phase,
@@ -207,10 +219,10 @@ class Run:
                 self.schedulers.last_tallies["kl_core"].maximum,
                 self.schedulers.last_tallies["kl_detail"].maximum,
             ),
-            "reject_rate": t[2] / steps,
+            "reject_rate": reject_rate,
             "rejects": int(t[2]),
             "steps": steps,
-            "min_group": t[1] / accepted,
+            "min_group": min_group,
             "loss": t[0] / accepted,
             "groups": {g: t[3 + k] / accepted for k, g in enumerate(stepper.group_names)},
             "bottleneck": {g: int(t[3 + groups + k]) for k, g in enumerate(stepper.group_names)},
@@ -219,6 +231,7 @@ class Run:
         row.update(self.evaluate())
         self._summary(row)
         self.history.append(row)
+        self._stop_rule(reject_rate)
         self.epoch += 1
         if self.main:
             self.save(self.out / CHECKPOINT)  # the history is in it: a kill loses no row
@@ -243,6 +256,7 @@ class Run:
             "disc_optimizer": self.disc_optimizer.state_dict(),
             "schedulers": self.schedulers.state_dict(),
             "history": list(self.history),
+            "stop_after": self.stop_after,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -291,6 +305,7 @@ class Run:
         self.schedulers.load_state_dict(state["schedulers"])
         self.epoch, self.stepper.steps = int(state["epoch"]), int(state["steps"])
         self.history = list(state["history"])
+        self.stop_after = state.get("stop_after")
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] and torch.cuda.is_available():
@@ -327,6 +342,44 @@ class Run:
         # Kept until the epoch's progress bar is closed; printed by _print_events.
         self._events.append(event)
 
+    def _may_tighten(self, min_group: float) -> set[str]:
+        """The schedulers that may take a squeeze step at the end of this epoch.
+
+        The KL ceiling and the calibrated bounds always may; the fixed scales
+        (LBO.md section 5) only while the mean min group of the last
+        `TIGHTEN_WINDOW` epochs, this one included, is at least
+        ``tighten_min_group`` (their adaptive schedule also waits after an
+        epoch that rejects 5% or more).
+        """
+        fixed = set(self._tightened)
+        names = {s.name for s in self.collection} - fixed
+        if self.epoch < self.config.tighten_from:
+            return names
+        recent = [r["min_group"] for r in self.history[-(TIGHTEN_WINDOW - 1) :]] + [min_group]
+        mean = sum(recent) / len(recent)
+        if mean >= self.config.tighten_min_group:
+            return names | fixed
+        if fixed:
+            self.print(
+                f"  [tighten] waits: mean min group {mean:.3f} over the last {len(recent)} "
+                f"epochs < {self.config.tighten_min_group}"
+            )
+        return names
+
+    def _stop_rule(self, reject_rate: float) -> None:
+        """LBO.md section 5: once an epoch after tightening began rejects 5%: one more, stop."""
+        cfg = self.config
+        if (
+            self.stop_after is None
+            and self.epoch > cfg.tighten_from
+            and (reject_rate >= TIGHTEN_REJECT_RATE)
+        ):
+            self.stop_after = self.epoch + 1
+            self.print(
+                f"  [stop] epoch {self.epoch} rejected {reject_rate:.1%} >= "
+                f"{TIGHTEN_REJECT_RATE:.0%} after tightening began: one more epoch, then stop"
+            )
+
     def _print_events(self) -> None:
         """The KL ceiling's events one by one (the seed's messages); the scales' summed up."""
         events, self._events = self._events, []
@@ -334,18 +387,23 @@ class Run:
         for event in events:
             if event.constraint == "kl":
                 self.print(f"  [{event.kind}] {event.message}")
-            elif not isinstance(
-                event, Converged
-            ):  # a scale has no squeeze: "converged" says nothing
+            elif isinstance(event, Discovered) and event.statistic == "given":
+                scales.setdefault("kept", []).append(event)
+            elif not isinstance(event, Converged):  # "converged" (no squeeze) says nothing
                 scales.setdefault(event.kind, []).append(event)
+        calibration = f"{self.config.calibration_steps} steps"
         for kind, group in scales.items():
             what = {
-                "discovered": f"from the median of the first {self.config.calibration_steps} "
-                f"steps, {CALIBRATION_HEADROOM:.0%} wider until epoch 2",
-                "settled": f"the provisional {CALIBRATION_HEADROOM:.0%} removed",
-            }.get(kind, "")
+                "discovered": "calibrated scales and boxes from the median of the first "
+                f"{calibration}, {CALIBRATION_HEADROOM:.0%} wider until epoch 2",
+                "settled": "calibrated scales and boxes: the provisional "
+                f"{CALIBRATION_HEADROOM:.0%} removed",
+                "kept": "fixed scales as given; from now on they may be tightened",
+                "squeezed": f"fixed scales tightened x{self.config.tighten_factor}",
+                "backed_off": "fixed scales backed off to before their tightening",
+            }.get(kind, "bounds")
             names = ", ".join(f"{e.constraint} {e.new:.4g}" for e in group)
-            self.print(f"  [{kind}] {len(group)} calibrated scales and boxes {what}: {names}")
+            self.print(f"  [{kind}] {len(group)} {what}: {names}")
 
     def _bar(self, total: int) -> Any:
         if not self.progress:
