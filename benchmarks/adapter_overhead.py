@@ -73,16 +73,13 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
+import _machine
 import numpy as np
 import torch
 
@@ -92,7 +89,6 @@ from constraint_sched import (
     DiscoveryPhase,
     SchedulerCollection,
     SqueezeSchedule,
-    __version__,
 )
 from constraint_sched.adapters.torch import RollbackGuard, TorchScheduler
 
@@ -642,42 +638,6 @@ def rollback_records(times: dict[str, list[float]]) -> list[dict[str, Any]]:
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The processor's model name, from /proc/cpuinfo where there is one."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-    except OSError:
-        pass
-    return name
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    """The interpreter, libraries, machine and device the figures come from."""
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-        accelerator = f"CUDA {torch.version.cuda}"
-    else:
-        device_name, accelerator = cpu_model(), None
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "constraint_sched": __version__,
-        "processor": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "device_name": device_name,
-        "accelerator": accelerator,
-    }
-
-
 def print_header(info: dict[str, Any], settings: dict[str, Any]) -> None:
     """Where and how the figures were taken."""
     print("PyTorch adapter overhead: TorchScheduler.observe() and RollbackGuard")
@@ -685,12 +645,7 @@ def print_header(info: dict[str, Any], settings: dict[str, Any]) -> None:
         f"  {info['implementation']} {info['python']}, torch {info['torch']}, "
         f"numpy {info['numpy']}, constraint_sched {info['constraint_sched']}"
     )
-    print(f"  machine: {info['processor']}, {info['cpu_count']} CPUs, {info['platform']}")
-    extra = f", {info['accelerator']}" if info["accelerator"] else ""
-    print(
-        f"  device: {info['device']} ({info['device_name']}{extra}), "
-        f"torch threads: {info['torch_threads']}"
-    )
+    _machine.print_machine(info)
     mode = " (--quick: a smoke test, not a measurement)" if settings["quick"] else ""
     print(
         f"  {settings['repeats']} repeats, best [median]; per timed block: part (a) "
@@ -798,17 +753,6 @@ def print_rollback(records: list[dict[str, Any]], info: dict[str, Any]) -> None:
     print()
 
 
-def pick_device(choice: str, parser: argparse.ArgumentParser) -> torch.device:
-    """The device ``--device`` names; ``auto`` is CUDA when there is one."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            parser.error("--device cuda: no CUDA device is available")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts and print the tables.
 
@@ -819,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _machine.add_device_argument(parser)
     parser.add_argument("--steps", type=int, help="part (a): steps per timed block (default 200)")
     parser.add_argument(
         "--iterations", type=int, help="part (b): iterations per timed block (default 20)"
@@ -835,17 +779,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="part (a): the VAE training step's batch (default 4 on the CPU, 2048 on CUDA)",
     )
-    parser.add_argument(
-        "--threads", type=int, help="torch's CPU threads (default: torch's own choice)"
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    _machine.add_threads_argument(parser, "torch's CPU threads (default: torch's own choice)")
+    _machine.add_quick_and_json(parser, "tiny sizes: a smoke test")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device, parser)
+    _machine.set_threads(args.threads, parser)
+    if _machine.pick_device(args.device, parser) == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
     cuda = device.type == "cuda"
 
     def pick(given: int | None, quick: int, cpu: int, on_cuda: int) -> int:
@@ -875,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     settings["goal_pool"] = min(settings["steps"], 50)
 
-    info = machine(device)
+    info = _machine.describe(device)
     print_header(info, settings)
     observe_times = time_observe(device, settings)
     observe = observe_records(observe_times)
@@ -915,9 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "rollback": {**model_info, "records": rollback},
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        _machine.write_json(args.json, figures)
     return 0
 
 

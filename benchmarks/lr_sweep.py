@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import platform
 import sys
@@ -68,6 +67,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import _machine
 import attrs
 import torch
 
@@ -211,15 +211,6 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def pick_device(choice: str, parser: argparse.ArgumentParser) -> str:
-    """The device ``--device`` names; ``auto`` is CUDA when there is one."""
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    return choice
-
-
 def parse_lrs(text: str) -> tuple[float, ...]:
     """``1e-3,2e-3`` -> ``(0.001, 0.002)``."""
     try:
@@ -265,22 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         help="the fixed arm's ceiling (default: the ceiling the 3e-3 run discovered)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch's CPU threads (default: torch's; 1 on a CPU that other work shares)",
-    )
+    _machine.add_device_argument(parser)
+    _machine.add_threads_argument(parser)
     parser.add_argument("--out", type=Path, help="keep each run's folder here (default: a temp)")
     parser.add_argument("--quiet", action="store_true", help="do not print the runs' epoch lines")
-    parser.add_argument("--quick", action="store_true", help="a tiny configuration: a smoke test")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows here")
+    _machine.add_quick_and_json(parser, "a tiny configuration: a smoke test", what="rows")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device, parser)
+    _machine.set_threads(args.threads, parser)
+    device = _machine.pick_device(args.device, parser)
     base = TrainConfig(device=device)
     if args.quick:
         base = base.replace(**QUICK)
@@ -365,9 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "records": records,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"\nrows written to {args.json}")
+        _machine.write_json(args.json, payload, what="rows", default=str)
     return 1 if failed else 0
 
 

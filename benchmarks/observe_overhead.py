@@ -29,21 +29,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+import _machine
 import numpy as np
 
-from constraint_sched import ConstraintScheduler, ConstraintSpec, DiscoveryPhase, __version__
+from constraint_sched import ConstraintScheduler, ConstraintSpec, DiscoveryPhase
 
 SPEED_GOAL = 4.0
 """How many times faster than the baseline observe() should be (informational)."""
@@ -342,28 +339,6 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 1024**2:.2f} MiB"
 
 
-def machine() -> dict[str, Any]:
-    """The interpreter, numpy and machine the figures come from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-                    break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "numpy": np.__version__,
-        "constraint_sched": __version__,
-        "processor": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-
-
 def print_header(info: dict[str, Any], n: int, repeats: int, quick: bool) -> None:
     """Where and how the figures were taken."""
     print("ConstraintScheduler.observe() overhead")
@@ -371,7 +346,7 @@ def print_header(info: dict[str, Any], n: int, repeats: int, quick: bool) -> Non
         f"  {info['implementation']} {info['python']}, numpy {info['numpy']}, "
         f"constraint_sched {info['constraint_sched']}"
     )
-    print(f"  machine: {info['processor']}, {info['cpu_count']} CPUs, {info['platform']}")
+    _machine.print_machine(info)
     mode = " (--quick: a smoke test, not a measurement)" if quick else ""
     print(
         f"  {n} observations per epoch, {NONFINITE_SHARE:.1%} NaN/inf, {repeats} repeats, "
@@ -453,8 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, help="observations per timed epoch (default 200000)")
     parser.add_argument("--repeats", type=int, help="timed epochs per side (default 7)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    _machine.add_quick_and_json(parser, "small sizes: a smoke test")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the values")
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (10_000 if args.quick else 200_000)
@@ -463,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if n < 1 or repeats < 1:
         parser.error("--n and --repeats must be at least 1")
 
-    info = machine()
+    info = _machine.describe()
     print_header(info, n, repeats, args.quick)
     times = time_cases(n, repeats, args.seed)
     floor = loop_floor_ns(make_values(n, args.seed).tolist(), repeats)
@@ -487,9 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "timing": times,
             "memory": memory,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        _machine.write_json(args.json, figures)
     return 0
 
 

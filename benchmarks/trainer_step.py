@@ -77,10 +77,7 @@ import argparse
 import contextlib
 import copy
 import gc
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -89,10 +86,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import _machine
 import torch
 import torch.nn.functional as F
 
-from constraint_sched import ConstraintSpec, __version__
+from constraint_sched import ConstraintSpec
 from constraint_sched.adapters.torch import LBOObjective, TorchScheduler
 from constraint_sched.adapters.torch.lbo_vae import (
     Run,
@@ -388,35 +386,6 @@ def profile_arm(
 # -- reporting ----------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The processor's model name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    """The interpreter, libraries, machine and device the figures come from."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "constraint_sched": __version__,
-        "processor": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "device_name": name,
-        "accelerator": f"CUDA {torch.version.cuda}" if device.type == "cuda" else None,
-    }
-
-
 def fmt(figures: dict[str, float]) -> str:
     """Best [median] seconds per step, in milliseconds."""
     return f"{figures['best_s'] * 1e3:.1f} [{figures['median_s'] * 1e3:.1f}]"
@@ -439,15 +408,6 @@ def print_profile(arm: str, figures: dict[str, Any]) -> None:
         )
 
 
-def pick_device(choice: str, parser: argparse.ArgumentParser) -> str:
-    """The device ``--device`` names; ``auto`` is CUDA when there is one."""
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    return choice
-
-
 @contextlib.contextmanager
 def scratch() -> Iterator[Path]:
     """A temporary output folder for the trainer's run (its metrics file)."""
@@ -465,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _machine.add_device_argument(parser)
     parser.add_argument("--batch-size", type=int, help="images per step (default 64, the config's)")
     parser.add_argument("--steps", type=int, help="steps per timed block (default 20)")
     parser.add_argument("--rounds", type=int, help="timed rounds per arm (default 3)")
@@ -484,22 +444,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the config's kl_hard_ceiling: a step that crosses the KL ceiling is rejected",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="torch's CPU threads (default: torch's; 1 on a CPU that other work shares)",
-    )
+    _machine.add_threads_argument(parser)
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="profile N more steps of each arm"
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    _machine.add_quick_and_json(parser, "tiny sizes: a smoke test")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-    device_name = pick_device(args.device, parser)
+    _machine.set_threads(args.threads, parser)
+    device_name = _machine.pick_device(args.device, parser)
 
     def pick(given: int | None, quick: int, default: int) -> int:
         return given if given is not None else (quick if args.quick else default)
@@ -538,8 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with scratch() as out:
         arms = Arms(config, out, settings["warmup"], settings["epoch"])
         device = arms.device
-        info = machine(device)
-        info["torch_threads"] = torch.get_num_threads()
+        info = _machine.describe(device)
         vae_params = sum(p.numel() for p in arms.run.vae.parameters())
         disc_params = sum(p.numel() for p in arms.run.disc.parameters())
         print("LBO-VAE trainer step: Stepper.__call__ against the original's bookkeeping")
@@ -547,12 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  Python {info['python']}, torch {info['torch']}, "
             f"constraint_sched {info['constraint_sched']}"
         )
-        print(f"  machine: {info['processor']}, {info['cpu_count']} CPUs, {info['platform']}")
-        extra = f", {info['accelerator']}" if info["accelerator"] else ""
-        print(
-            f"  device: {info['device']} ({info['device_name']}{extra}), "
-            f"torch threads: {info['torch_threads']}"
-        )
+        _machine.print_machine(info)
         mode = " (--quick: a smoke test, not a measurement)" if args.quick else ""
         print(
             f"  model: LBOVAE {vae_params:,} parameters, PatchDiscriminator {disc_params:,}; "
@@ -646,9 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "timed_steps": timed,
             "profile": profiles,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        print(f"\nfigures written to {args.json}")
+        _machine.write_json(args.json, record)
     return 0
 
 
