@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_run import run_quick
 
 REPO_ROOT = Path(__file__).parents[1]
 SCRIPT = REPO_ROOT / "benchmarks" / "observe_overhead.py"
@@ -21,18 +19,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    workdir = tmp_path_factory.mktemp("bench")
-    figures = workdir / "figures.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(figures)],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout, json.loads(figures.read_text(encoding="utf-8"))
+    return run_quick(SCRIPT, tmp_path_factory.mktemp("bench"))
 
 
 def test_header_names_the_versions_and_machine(quick_run: tuple[str, dict]) -> None:
@@ -104,18 +91,9 @@ def adapter_quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, di
     if not ADAPTER_SCRIPT.is_file():
         pytest.skip("benchmarks/adapter_overhead.py is not in this tree")
     pytest.importorskip("torch")
+    # One thread: on a shared CPU, torch's threads wait for each other at every operator.
     workdir = tmp_path_factory.mktemp("adapter-bench")
-    figures = workdir / "figures.json"
-    proc = subprocess.run(
-        [sys.executable, str(ADAPTER_SCRIPT), "--quick", "--device", "cpu", "--json", str(figures)],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout, json.loads(figures.read_text(encoding="utf-8"))
+    return run_quick(ADAPTER_SCRIPT, workdir, "--device", "cpu", "--threads", "1")
 
 
 def test_adapter_header_names_torch_device_and_threads(adapter_quick_run: tuple[str, dict]) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_run import run_quick
 
 REPO_ROOT = Path(__file__).parents[1]
 STEP_SCRIPT = REPO_ROOT / "benchmarks" / "trainer_step.py"
@@ -22,19 +20,8 @@ def _run(script: Path, workdir: Path, *args: str) -> tuple[str, dict]:
         pytest.skip(f"benchmarks/{script.name} is not in this tree")
     pytest.importorskip("torch")
     pytest.importorskip("constraint_sched.adapters.torch.lbo_vae")
-    figures = workdir / "figures.json"
     # One thread: on a shared CPU, torch's threads wait for each other at every operator.
-    command = [sys.executable, str(script), "--quick", "--device", "cpu", "--threads", "1"]
-    proc = subprocess.run(
-        [*command, *args, "--json", str(figures)],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout, json.loads(figures.read_text(encoding="utf-8"))
+    return run_quick(script, workdir, "--device", "cpu", "--threads", "1", *args)
 
 
 @pytest.fixture(scope="module")
