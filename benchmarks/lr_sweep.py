@@ -9,30 +9,20 @@ LBO-VAE trainer runs its default configuration (``TrainConfig()`` with only
   ``kl_core`` and ``kl_detail``) is discovered in epoch 1 as the max KL of the
   accepted steps, held, then squeezed towards ``kl_target``, backed off when a
   squeeze rejects too many steps (`build_schedulers`).
-- **fixed**: the original's v17c: one hard-coded ceiling from epoch 1 on,
-  never moved. `TrainConfig` has no way to say that (``kl_table`` squeezes a
-  discovered ceiling; it cannot start in epoch 1, which is the discovery), and
-  the core has no way to start a scheduler at a given bound outside its
-  discovery. So the script builds the `Run`, then swaps its ``kl`` scheduler
-  (`fix_ceiling`) before training: a `ConstraintScheduler` over the same two
-  KL specs with ``upper=FIXED`` and a discovery that outlasts the run
-  (``DiscoveryPhase(epochs=config.epochs + 1)``: a scheduler in discovery
-  scores with its specs' own bound, here ``FIXED``), with no hold, squeeze or
-  back-off. The step then treats ``FIXED`` as the barrier from the first step,
-  and the metrics rows go on reporting the KL (their ``kl_phase`` reads
-  ``DISCOVERY`` throughout: that is the mechanism, not a discovery). The other
-  schedulers (the ``auto`` scales) are the run's own, untouched, and so is
-  everything else; the `Stepper` is rebuilt over the new `TorchScheduler`
-  with the run's own parts, barriers and agreement (it holds nothing but the
-  parts it wires together, and no step has run). Whether a step that crosses
-  the ceiling is rejected outright is the config's ``kl_hard_ceiling``, in
-  both arms alike.
+- **fixed**: the original's v17c: a hard-coded ceiling ``FIXED`` from epoch
+  1 instead of a discovered one, then the same hold, squeeze and backoff
+  (`fix_ceiling` swaps the run's ``kl`` scheduler for one whose discovery is
+  ``statistic="given"`` over the KL specs with ``upper=FIXED``, before any
+  step; the `Stepper` is rebuilt over it with the run's own parts).
 
-``FIXED`` is the ceiling the 3e-3 run discovered (a guess tuned to one
-learning rate, which is the point) unless ``--fixed`` gives one.
+``FIXED`` is the ceiling the 1e-3 run discovered (a guess tuned to one
+learning rate, which is the point) unless ``--fixed`` gives one;
+``--arms fixed --fixed C`` runs only that arm.
 
 Per run the table shows: the max KL of epoch 1 (the metrics row's
 ``kl_max``), the ceiling in force in epoch 2 (discovered, or ``FIXED``), the
+largest mean KL of either half over its ceiling in epochs 1 and 2 (above 1:
+the ceiling is violated from the start, as v17's and v17b's were), the
 reject rate of epoch 1, the final mean KL (the mean of ``kl_core`` and
 ``kl_detail`` in the last row) against ``kl_target``, and the largest reject
 rate of any epoch. ``--json PATH`` writes the rows (and every run's metrics
@@ -71,7 +61,15 @@ import _machine
 import attrs
 import torch
 
-from constraint_sched import ConstraintScheduler, DiscoveryPhase, SchedulerCollection, __version__
+from constraint_sched import (
+    Backoff,
+    ConstraintScheduler,
+    DiscoveryPhase,
+    HoldPhase,
+    SchedulerCollection,
+    SqueezeSchedule,
+    __version__,
+)
 from constraint_sched.adapters.torch import TorchScheduler
 from constraint_sched.adapters.torch.lbo_vae import Run, Stepper, TrainConfig
 from constraint_sched.adapters.torch.lbo_vae._schedules import KL_GOALS
@@ -79,8 +77,8 @@ from constraint_sched.adapters.torch.lbo_vae._schedules import KL_GOALS
 LRS = (1e-3, 2e-3, 3e-3, 5e-3)
 """The seed's learning rates."""
 
-REFERENCE_LR = 3e-3
-"""The run whose discovered ceiling is ``FIXED`` unless ``--fixed`` is given."""
+REFERENCE_LR = 1e-3
+"""The run whose discovered ceiling is ``FIXED`` (a guess tuned to it) unless ``--fixed``."""
 
 QUICK = {
     "images": 32,
@@ -97,12 +95,13 @@ ARMS = ("discovered", "fixed")
 
 
 def fix_ceiling(run: Run, fixed: float) -> None:
-    """Replace ``run``'s KL scheduler with one that holds ``fixed`` from the first step on.
+    """Replace ``run``'s KL scheduler with the original's v17c: ``fixed`` instead of a discovery.
 
-    The new scheduler has the same two KL specs with ``upper=fixed`` and stays
-    in discovery for longer than the run (a scheduler in discovery scores
-    with its specs' own bound), with no hold, squeeze or back-off. Call it
-    before training.
+    The new scheduler has the same two KL specs with ``upper=fixed``, keeps
+    that ceiling through epoch 1 (``DiscoveryPhase(statistic="given")``)
+    instead of discovering one, then holds and squeezes it exactly as the
+    run's own scheduler would (the same hold, geometric squeeze or table, and
+    backoff). Call it before training.
 
     Raises:
         ValueError: The run has already taken a step, or ``fixed`` gives no
@@ -110,11 +109,19 @@ def fix_ceiling(run: Run, fixed: float) -> None:
     """
     if run.stepper.steps:
         raise ValueError("fix_ceiling: the run has already taken steps")
+    cfg = run.config
     kl = run.collection["kl"]
     specs = [attrs.evolve(kl.spec(name), upper=fixed) for name in KL_GOALS]
     scheduler = ConstraintScheduler(
         specs,
-        discovery=DiscoveryPhase(statistic="max", epochs=run.config.epochs + 1),
+        discovery=DiscoveryPhase(statistic="given"),
+        hold=HoldPhase(epochs=cfg.kl_hold),
+        squeeze=(
+            SqueezeSchedule.table(cfg.kl_table)
+            if cfg.kl_table is not None
+            else SqueezeSchedule.geometric(target=cfg.kl_target, epochs=cfg.kl_squeeze_epochs)
+        ),
+        backoff=Backoff(max_reject_rate=cfg.max_reject_rate, factor=1.0),
         name="kl",
     )
     scheduler.add_callback(run._event)  # the run prints the kl events it is given
@@ -143,6 +150,14 @@ def summarise(config: TrainConfig, rows: list[dict[str, Any]]) -> dict[str, Any]
         "kl_max_epoch_1": first["kl_max"],
         "ceiling_epoch_2": None if second is None else second["kl_ceiling"],
         "reject_rate_epoch_1": first["reject_rate"],
+        "kl_over_ceiling_epochs_1_2": max(
+            (
+                max(r["kl_core"], r["kl_detail"]) / r["kl_ceiling"]
+                for r in rows[:2]
+                if r["kl_ceiling"] is not None
+            ),
+            default=None,
+        ),
         "final_kl": final_kl,
         "kl_target": config.kl_target,
         "final_kl_over_target": final_kl / config.kl_target,
@@ -193,17 +208,18 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 def table(records: list[dict[str, Any]]) -> list[str]:
     """The markdown table: one row per run, the two arms of an LR side by side."""
     lines = [
-        "| LR | ceiling | max KL, epoch 1 | ceiling, epoch 2 | rejects, epoch 1 | "
-        "final mean KL / target | max rejects (epoch) |",
-        "|---:|:---|---:|---:|---:|---:|---:|",
+        "| LR | ceiling | max KL, epoch 1 | ceiling, epoch 2 | mean KL / ceiling, epochs 1-2 | "
+        "rejects, epoch 1 | final mean KL / target | max rejects (epoch) |",
+        "|---:|:---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         head = f"| {r['lr']:g} | {r['arm']} |"
         if "error" in r:
-            lines.append(f"{head} {r['error']} | | | | |")
+            lines.append(f"{head} {r['error']} | | | | | |")
             continue
         lines.append(
             f"{head} {fmt(r['kl_max_epoch_1'])} | {fmt(r['ceiling_epoch_2'])} | "
+            f"{fmt(r['kl_over_ceiling_epochs_1_2'], '.2f')} | "
             f"{r['reject_rate_epoch_1']:.1%} | {fmt(r['final_kl'])} / {r['kl_target']:g} "
             f"({fmt(r['final_kl_over_target'], '.2f')}x) | "
             f"{r['max_reject_rate']:.1%} ({r['epoch_of_max_reject_rate']}) |"
@@ -254,7 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fixed",
         type=float,
-        help="the fixed arm's ceiling (default: the ceiling the 3e-3 run discovered)",
+        help="the fixed arm's ceiling (default: the ceiling the 1e-3 run discovered)",
+    )
+    parser.add_argument(
+        "--arms",
+        type=lambda text: tuple(a for a in text.split(",") if a),
+        default=ARMS,
+        help="which arms to run: discovered, fixed or both (default discovered,fixed)",
     )
     _machine.add_device_argument(parser)
     _machine.add_threads_argument(parser)
@@ -273,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     if base.epochs < 2:
         parser.error("--epochs must be at least 2: epoch 2 is where the discovered ceiling acts")
+    if not args.arms or set(args.arms) - set(ARMS):
+        parser.error(f"--arms takes {', '.join(ARMS)}, got {','.join(args.arms)}")
+    if "discovered" not in args.arms and args.fixed is None:
+        parser.error("--arms fixed alone needs --fixed: there is no discovered run to take it from")
     if args.fixed is None and REFERENCE_LR not in args.lrs:
         parser.error(f"--lrs has no {REFERENCE_LR:g} run to take the fixed ceiling from: --fixed")
     if args.fixed is not None and not args.fixed > base.kl_healthy:
@@ -300,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     with output(args.out) as folder:
         discovered = {}
-        for lr in args.lrs:
+        for lr in args.lrs if "discovered" in args.arms else ():
             config = base.replace(lr=lr)
             record = run_one(
                 config, folder / f"lr{lr:g}-discovered", "discovered", None, args.quiet
@@ -313,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if fixed is None:
                 print(f"the {REFERENCE_LR:g} run discovered no ceiling: the fixed arm is skipped")
         fixed_runs = {}
-        if fixed is not None:
+        if fixed is not None and "fixed" in args.arms:
             if not fixed > base.kl_healthy:
                 print(
                     f"the fixed ceiling {fixed:g} is not above kl_healthy: the fixed arm is skipped"
@@ -329,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         config, folder / f"lr{lr:g}-fixed", "fixed", fixed, args.quiet
                     )
         for lr in args.lrs:
-            records.append(discovered[lr])
+            if lr in discovered:
+                records.append(discovered[lr])
             if lr in fixed_runs:
                 records.append(fixed_runs[lr])
 
