@@ -38,8 +38,9 @@ class Event:
 
     @property
     def bound_name(self) -> str:
-        """``"ceiling"`` or ``"floor"``."""
-        return "ceiling" if self.side == "upper" else "floor"
+        """``"ceiling"``, ``"floor"`` or ``"half-width"`` (a box's, around its centre)."""
+        names = {"upper": "ceiling", "lower": "floor", "width": "half-width"}
+        return names.get(self.side, self.side)
 
     @property
     def message(self) -> str:

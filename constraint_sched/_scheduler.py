@@ -15,7 +15,13 @@ from constraint_sched._events import EpochStats, Event
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
 from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
-from constraint_sched._spec import MIN_SOFT_SCALE, ConstraintKind, ConstraintSpec, Side, bound_field
+from constraint_sched._spec import (
+    MIN_SOFT_SCALE,
+    Bound,
+    ConstraintKind,
+    ConstraintSpec,
+    bound_field,
+)
 from constraint_sched._tally import Tally
 from constraint_sched._transitions import (
     Config,
@@ -43,7 +49,12 @@ class ConstraintScheduler:
 
     One scheduler moves one bound (a ceiling with ``bound="upper"``, a floor
     with ``bound="lower"``) shared by every spec it is given: the seed's
-    ``kl_core`` and ``kl_detail`` share one ceiling, the max over both.
+    ``kl_core`` and ``kl_detail`` share one ceiling, the max over both. With
+    ``bound="width"`` it moves both sides of ``BOX`` specs at once, around
+    their fixed centre ``c``: the bound is the half-width ``h`` of the range
+    ``[c - h, c + h]``, it behaves like a ceiling on the distance ``|x - c|``
+    (that distance is what is observed, discovered and counted as a
+    violation), and squeezing it shrinks the box around its centre.
 
     Call `observe` for each accepted step's metric values and `reject` for
     each rejected step, then `advance_epoch` at the end of every epoch; it
@@ -69,8 +80,10 @@ class ConstraintScheduler:
         hold: How long it is held.
         squeeze: How it is tightened; None for no squeeze.
         backoff: How a squeeze that hurts is relaxed; needs ``squeeze``.
-        bound: ``"upper"`` (a ceiling, discovered by a max) or ``"lower"``
-            (a floor, discovered by a min).
+        bound: ``"upper"`` (a ceiling, discovered by a max), ``"lower"``
+            (a floor, discovered by a min) or ``"width"`` (the half-width of
+            ``BOX`` specs sharing one centre, discovered by the max distance
+            from it; ``DiscoveryPhase(statistic="given")`` keeps their own).
         nonfinite: ``"skip"`` (count NaN/inf observations and ignore them) or
             ``"raise"`` (ValueError).
         name: The name in events and logs; defaults to the specs' names joined by ``+``.
@@ -101,14 +114,14 @@ class ConstraintScheduler:
         hold: HoldPhase | None = None,
         squeeze: SqueezeSchedule | None = None,
         backoff: Backoff | None = None,
-        bound: Side = "upper",
+        bound: Bound = "upper",
         nonfinite: NonFinite = "skip",
         name: str | None = None,
         callbacks: Iterable[Callback] = (),
     ) -> None:
         spec_list = _check_specs(specs)
         if discovery is None:  # a ceiling is discovered by the max, a floor by the min
-            discovery = DiscoveryPhase(statistic="max" if bound == "upper" else "min")
+            discovery = DiscoveryPhase(statistic="min" if bound == "lower" else "max")
         hold = HoldPhase() if hold is None else hold
         _check_type("discovery", discovery, DiscoveryPhase)
         _check_type("hold", hold, HoldPhase)
@@ -118,9 +131,9 @@ class ConstraintScheduler:
             _check_type("backoff", backoff, Backoff)
             if squeeze is None:
                 raise ValueError("ConstraintScheduler: backoff needs a squeeze schedule to undo")
-        if bound not in ("upper", "lower"):
+        if bound not in ("upper", "lower", "width"):
             raise ValueError(
-                f"ConstraintScheduler: bound must be 'upper' or 'lower', got {bound!r}"
+                f"ConstraintScheduler: bound must be 'upper', 'lower' or 'width', got {bound!r}"
             )
         if nonfinite not in ("skip", "raise"):
             raise ValueError(
@@ -128,11 +141,13 @@ class ConstraintScheduler:
             )
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"ConstraintScheduler: name must be a non-empty str, got {name!r}")
-        for spec in spec_list:
-            bound_field(spec.kind, bound, spec.name)
-        wrong = {"upper": "min", "lower": "max"}[bound]
+        self._centre = _shared_centre(spec_list) if bound == "width" else None
+        if bound != "width":
+            for spec in spec_list:
+                bound_field(spec.kind, bound, spec.name)
+        wrong = "max" if bound == "lower" else "min"
         if discovery.statistic == wrong:
-            right = {"upper": "max", "lower": "min"}[bound]
+            right = "min" if bound == "lower" else "max"
             raise ValueError(
                 f"ConstraintScheduler: bound={bound!r} cannot be discovered by "
                 f"statistic={wrong!r} (every observation would violate it); use "
@@ -156,7 +171,9 @@ class ConstraintScheduler:
         self._callbacks: list[Callback] = list(callbacks)
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
-        initial = aggregate(bound, [s.bound(bound) for s in spec_list])
+        if self._centre is not None:  # observe the distance from the centre
+            self._observe = self._observe_distance  # type: ignore[method-assign]
+        initial = aggregate(bound, [_own_bound(s, bound) for s in spec_list])
         self._commit(State(bound=initial))
         self._reset_window()
         self._reset_epoch()
@@ -171,9 +188,14 @@ class ConstraintScheduler:
         return self._cfg.name
 
     @property
-    def side(self) -> Side:
-        """``"upper"`` for a ceiling, ``"lower"`` for a floor."""
+    def side(self) -> Bound:
+        """``"upper"`` for a ceiling, ``"lower"`` for a floor, ``"width"`` for a half-width."""
         return self._cfg.side
+
+    @property
+    def centre(self) -> float | None:
+        """The centre of a ``"width"`` bound's boxes; None for a ceiling or a floor."""
+        return self._centre
 
     @property
     def epoch(self) -> int:
@@ -332,6 +354,17 @@ class ConstraintScheduler:
         elif mode == _QUANTILE:
             self._reservoirs[i].add(x)
 
+    def _observe_distance(self, i: int, value: SupportsFloat) -> None:
+        """`_observe` for a ``"width"`` bound: of the distance from the centre."""
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            x = value  # type: ignore[assignment]  # _observe names the bad value
+        else:
+            assert self._centre is not None
+            x = abs(x - self._centre)
+        ConstraintScheduler._observe(self, i, x)
+
     def merge(
         self, name_or_tally: str | Tally, tally: Tally = _MISSING, *, log: bool = True
     ) -> None:
@@ -342,7 +375,8 @@ class ConstraintScheduler:
         observing the tallied values one by one (for a median or quantile,
         when ``samples`` holds them all; a sample of fewer weighs as the
         ``valid`` observations it stands for). Two forms: ``merge(tally)``
-        when the scheduler has one spec, and ``merge(name, tally)``.
+        when the scheduler has one spec, and ``merge(name, tally)``. A
+        ``"width"`` bound's tally is of the distances ``|x - centre|``.
 
         Args:
             name_or_tally: The tally, or the spec's name.
@@ -593,10 +627,10 @@ class ConstraintScheduler:
         if st.phase is Phase.DISCOVERY:
             specs = self._original
         else:
-            specs = tuple(s.with_bound(st.bound, self._cfg.side) for s in self._original)
+            specs = tuple(_with_bound(s, st.bound, self._cfg.side) for s in self._original)
         self._st, self._specs = st, specs
         self._in_window = st.phase is Phase.DISCOVERY and self._cfg.discovery.steps is not None
-        above, below = (st.bound, -math.inf) if self._cfg.side == "upper" else (math.inf, st.bound)
+        above, below = (st.bound, -math.inf) if self._cfg.side != "lower" else (math.inf, st.bound)
         self._violation_above, self._violation_below = above, below
 
     def _mode_for(self, phase: Phase) -> int:
@@ -604,7 +638,7 @@ class ConstraintScheduler:
             return _NO_STAT
         statistic = self._cfg.discovery.statistic
         if statistic == "given":  # nothing to find: the cheapest statistic, unused
-            statistic = "max" if self._cfg.side == "upper" else "min"
+            statistic = "min" if self._cfg.side == "lower" else "max"
         return {"max": _MAX, "min": _MIN}.get(statistic, _QUANTILE)
 
     def _window_start(self) -> float:
@@ -709,9 +743,11 @@ def _check_specs(specs: ConstraintSpec | Sequence[ConstraintSpec]) -> list[Const
     return spec_list
 
 
-def _valid_range(specs: Sequence[ConstraintSpec], side: Side) -> tuple[float, float]:
+def _valid_range(specs: Sequence[ConstraintSpec], side: Bound) -> tuple[float, float]:
     """The closed range of shared bounds that leave every spec valid."""
     low, high = -math.inf, math.inf
+    if side == "width":  # any positive half-width leaves a box non-empty
+        return _LEAST_POSITIVE, math.inf
     for spec in specs:
         field = bound_field(spec.kind, side, spec.name)
         if field in ("margin", "scale"):
@@ -760,8 +796,49 @@ def _check_squeeze(cfg: Config, specs: Sequence[ConstraintSpec], squeeze: Squeez
         entries = [v for _, v in squeeze.table_entries]
         loosening = any(cfg.tighter(a, b) == a and a != b for a, b in itertools.pairwise(entries))
         if loosening:
-            way = "down" if cfg.side == "upper" else "up"
+            way = "up" if cfg.side == "lower" else "down"
             raise ValueError(
                 f"ConstraintScheduler {cfg.name!r}: a {cfg.side} bound's squeeze table must "
                 f"move {way}, got {dict(squeeze.table_entries)!r}"
             )
+
+
+def _shared_centre(specs: Sequence[ConstraintSpec]) -> float:
+    """The one centre of the ``BOX`` specs a ``"width"`` bound moves, or a ValueError."""
+    centres: dict[str, float] = {}
+    for spec in specs:
+        if spec.kind is not ConstraintKind.BOX:
+            raise ValueError(
+                f"ConstraintScheduler: bound='width' moves BOX specs, and {spec.name!r} is "
+                f"{spec.kind.name}"
+            )
+        lower, upper = _own_range(spec)
+        centres[spec.name] = lower + 0.5 * (upper - lower)
+    if len(set(centres.values())) > 1:
+        raise ValueError(
+            f"ConstraintScheduler: specs sharing a 'width' bound must share a centre, got {centres}"
+        )
+    return next(iter(centres.values()))
+
+
+def _own_range(spec: ConstraintSpec) -> tuple[float, float]:
+    assert spec.lower is not None
+    assert spec.upper is not None
+    return float(spec.lower), float(spec.upper)
+
+
+def _own_bound(spec: ConstraintSpec, side: Bound) -> float:
+    """The bound ``spec`` has before any scheduling: a half-width for ``"width"``."""
+    if side == "width":
+        lower, upper = _own_range(spec)
+        return 0.5 * (upper - lower)
+    return spec.bound(side)
+
+
+def _with_bound(spec: ConstraintSpec, bound: float, side: Bound) -> ConstraintSpec:
+    """``spec`` with ``bound`` applied: for ``"width"``, the range ``centre -+ bound``."""
+    if side == "width":
+        lower, upper = _own_range(spec)
+        centre = lower + 0.5 * (upper - lower)
+        return attrs.evolve(spec, lower=centre - bound, upper=centre + bound)
+    return spec.with_bound(bound, side)

@@ -17,6 +17,9 @@ from constraint_sched import _scores
 Side = Literal["upper", "lower"]
 """Which bound of a spec a scheduler moves: a ceiling (``"upper"``) or a floor."""
 
+Bound = Literal["upper", "lower", "width"]
+"""What a scheduler moves: a ceiling, a floor, or a box's half-width around its centre."""
+
 T = TypeVar("T")
 
 MIN_SOFT_SCALE = 5e-4

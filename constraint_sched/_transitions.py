@@ -27,7 +27,7 @@ from constraint_sched._events import (
 )
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
 from constraint_sched._schedules import SqueezeSchedule
-from constraint_sched._spec import Side
+from constraint_sched._spec import Bound
 
 
 @attrs.frozen
@@ -35,7 +35,8 @@ class Config:
     """What a scheduler was built with, as the transition needs it."""
 
     name: str
-    side: Side
+    side: Bound
+    """``"upper"``, ``"lower"``, or ``"width"`` (a half-width: it moves like a ceiling)."""
     discovery: DiscoveryPhase
     hold: HoldPhase
     squeeze: SqueezeSchedule | None
@@ -50,16 +51,16 @@ class Config:
 
     def tighter(self, a: float, b: float) -> float:
         """The tighter of two bounds: the lower ceiling, the higher floor."""
-        return min(a, b) if self.side == "upper" else max(a, b)
+        return min(a, b) if self.side != "lower" else max(a, b)
 
     def at_or_past(self, bound: float, target: float) -> bool:
         """Whether ``bound`` is at ``target`` or tighter than it."""
-        return bound <= target if self.side == "upper" else bound >= target
+        return bound <= target if self.side != "lower" else bound >= target
 
     def widen(self, value: float) -> float:
         """Apply discovery headroom (a fraction of the magnitude) away from the data."""
         room = self.discovery.headroom * abs(value)
-        return value + room if self.side == "upper" else value - room
+        return value + room if self.side != "lower" else value - room
 
     def nearest_valid(self, value: float) -> float:
         """``value`` moved into the range of bounds that give valid specs."""
@@ -257,7 +258,7 @@ def end_window(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
     target = cfg.squeeze.target if cfg.squeeze is not None else None
     early = target is not None and cfg.at_or_past(found, target)
     room = cfg.discovery.provisional_headroom * abs(found)
-    provisional = cfg.nearest_valid(found + room if cfg.side == "upper" else found - room)
+    provisional = cfg.nearest_valid(found + room if cfg.side != "lower" else found - room)
     new = target if early and target is not None else provisional
     events: list[Event] = [
         Discovered(
@@ -334,12 +335,12 @@ def _relax(cfg: Config, bound: float, before: float, factor: float) -> float:
 
 def _growth(cfg: Config, previous: float, current: float) -> float:
     """Relative growth of the statistic in the bound's direction (up for a ceiling)."""
-    change = current - previous if cfg.side == "upper" else previous - current
+    change = current - previous if cfg.side != "lower" else previous - current
     if previous == 0.0:
         return 0.0 if change <= 0 else math.inf
     return change / abs(previous)
 
 
-def aggregate(side: Side, values: Sequence[float]) -> float:
+def aggregate(side: Bound, values: Sequence[float]) -> float:
     """The shared statistic of several specs: the loosest, so the bound fits all of them."""
-    return max(values) if side == "upper" else min(values)
+    return max(values) if side != "lower" else min(values)

@@ -309,7 +309,7 @@ def test_event_messages_read_well() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        pytest.param(dict(bound="middle"), ValueError, "bound must be 'upper' or 'lower'", id="bad-side"),
+        pytest.param(dict(bound="middle"), ValueError, "bound must be 'upper', 'lower' or 'width'", id="bad-side"),
         pytest.param(dict(nonfinite="ignore"), ValueError, "nonfinite must be 'skip' or 'raise'", id="bad-policy"),
         pytest.param(dict(backoff=Backoff()), ValueError, "backoff needs a squeeze", id="backoff-alone"),
         pytest.param(dict(discovery=DiscoveryPhase(statistic="min")), ValueError, r"statistic='max'", id="min-ceiling"),

@@ -127,6 +127,8 @@ class TorchScheduler:
         self._owner_index = [k for k, s in enumerate(schedulers) for _ in s.names]
         self._index = {n: i for i, n in enumerate(self._names)}
         self._raise_nonfinite = [s.nonfinite == "raise" for s in self._owner]
+        # A "width" bound observes the distance from its boxes' centre (None: the value).
+        self._centres = [s.centre for s in self._owner]
         # One spec object per slot for all epochs: a score passes every numeric
         # field as a cached tensor and reads only the kind and steepness, which
         # never change, so torch.compile's guards hold across epochs (see `score`).
@@ -295,7 +297,8 @@ class TorchScheduler:
         Three forms, as in the core: ``observe(value)`` with one spec,
         ``observe(name, value)`` and ``observe({name: value, ...})``. A tensor
         must hold one element; it is detached. Accelerator tensors are
-        accumulated on their device without any host synchronisation.
+        accumulated on their device without any host synchronisation. A
+        ``bound="width"`` scheduler records the distance ``|x - centre|``.
 
         Args:
             name_or_value: The value, a spec name, or a mapping of names to values.
@@ -358,6 +361,9 @@ class TorchScheduler:
                         f"TorchScheduler.observe: the value of {name!r} must hold one element, "
                         f"got a tensor of shape {tuple(v.shape)}"
                     )
+                centre = self._centres[i]
+                if centre is not None and not v.is_complex():
+                    v = (v.detach() - centre).abs()
                 if self._on_device(v) or (where is not None and v.device.type != "cpu"):
                     device = v.device if where is None else where
                     group = groups.get(device)
@@ -379,6 +385,9 @@ class TorchScheduler:
                         f"TorchScheduler.observe: the value of {name!r} must be a number or a "
                         f"tensor, got {v!r}"
                     ) from None
+                centre = self._centres[i]
+                if centre is not None:
+                    x = abs(x - centre)
             if where is not None:  # acceptance is decided on the device: so is this value
                 group = groups.setdefault(where, ([], []))
                 group[0].append(i)
@@ -615,7 +624,7 @@ class TorchScheduler:
         bounds, signs, above, below = [], [], [], []
         for scheduler in self._owner:
             b = scheduler.bound
-            upper = scheduler.side == "upper"
+            upper = scheduler.side != "lower"  # a half-width is a ceiling on a distance
             bounds.append(b)
             signs.append(1.0 if upper else -1.0)
             above.append(b if upper else math.inf)
