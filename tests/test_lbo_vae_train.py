@@ -202,9 +202,16 @@ def test_fixed_scales_are_tightened_only_while_the_min_group_is_healthy(tmp_path
     run.train()
     rows = [json.loads(line) for line in (run.out / METRICS).read_text().splitlines()]
     tightened = sum(1 for r in rows[1:] if r["reject_rate"] < 0.05)  # epochs 2, 3 and 4
-    for name in fixed:
-        assert run.collection[name].bound == pytest.approx(before[name] * 0.95**tightened)
+    boxes = sorted(n for n in fixed if run.collection[n].side == "width")
+    assert boxes == ["detail_mean", "detail_ratio", "logvar_core", "logvar_detail"]
+    for name in fixed:  # scales x0.95, boxes' half-widths at half the rate
+        rate = 0.975 if name in boxes else 0.95
+        assert run.collection[name].bound == pytest.approx(before[name] * rate**tightened)
+    logvar = run.collection.spec("logvar_core")  # [-15, 10] shrunk around its centre
+    assert logvar.lower == pytest.approx(-2.5 - 12.5 * 0.975**tightened)
+    assert logvar.upper == pytest.approx(-2.5 + 12.5 * 0.975**tightened)
     assert any(m.startswith("  [squeezed]") and "fixed scales tightened" in m for m in messages)
+    assert any(m.startswith("  [squeezed] 4 fixed boxes shrunk around") for m in messages)
     # The same run with the gate closed: the fixed scales stay as given.
     messages.clear()
     shut = Run(config.replace(tighten_min_group=1.0), tmp_path / "shut", progress=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from constraint_sched import (
     Backoff,
@@ -19,6 +20,8 @@ from constraint_sched.adapters.torch.lbo_vae._goals import Goal
 KL_GOALS = ("kl_core", "kl_detail")
 """The goals that share the scheduled KL ceiling."""
 
+Bound = Literal["upper", "width"]
+
 CALIBRATED_BOXES = ("detail_var", "median_var_core", "median_var_detail")
 """Variance boxes ``[0, u]`` whose ``u`` is calibrated like an ``auto`` scale, to twice the median.
 
@@ -34,6 +37,9 @@ TIGHTEN_REJECT_RATE = 0.05
 
 TIGHTEST_SCALE = 5e-4
 """The adaptive tightening's limit: the smallest scale a ``MINIMIZE_SOFT`` spec may have."""
+
+TIGHTEST_BOX = 0.1
+"""The adaptive shrinking's limit for a fixed box: this fraction of its own half-width."""
 
 CALIBRATION_HEADROOM = 0.1
 """How much wider an ``auto`` scale is from its calibration to the end of epoch 1 (LBO.md §3)."""
@@ -53,7 +59,11 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
     - one per fixed ``MINIMIZE_SOFT`` scale (LBO.md section 5): kept as given
       until the end of epoch ``config.tighten_from``, then tightened by
       ``config.tighten_factor`` after each epoch that rejects under 5% and
-      that the run lets tighten (`tightened`), backed off like the KL.
+      that the run lets tighten (`tightened`), backed off like the KL;
+    - one per other ``BOX`` (a ``bound="width"`` scheduler): kept and then
+      shrunk around its centre the same way, by half the rate (a half-width
+      times ``1 - (1 - tighten_factor) / 2``), to at most `TIGHTEST_BOX` of
+      its own.
 
     Raises:
         ValueError: A KL goal is missing, or the squeeze does not suit the specs.
@@ -92,19 +102,13 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
                 )
             )
         elif goal.spec.kind is ConstraintKind.MINIMIZE_SOFT and goal.spec.scale != "auto":
-            schedulers.append(
-                ConstraintScheduler(
-                    goal.spec,
-                    discovery=DiscoveryPhase(statistic="given", epochs=config.tighten_from),
-                    hold=HoldPhase(epochs=0),
-                    squeeze=SqueezeSchedule.adaptive(
-                        target=TIGHTEST_SCALE,
-                        factor=config.tighten_factor,
-                        max_reject_rate=TIGHTEN_REJECT_RATE,
-                    ),
-                    backoff=Backoff(max_reject_rate=config.max_reject_rate, factor=1.0),
-                )
-            )
+            schedulers.append(_tightened(goal, config, TIGHTEST_SCALE, config.tighten_factor))
+        elif goal.spec.kind is ConstraintKind.BOX:
+            assert goal.spec.lower is not None
+            assert goal.spec.upper is not None
+            half = 0.5 * (float(goal.spec.upper) - float(goal.spec.lower))
+            rate = 0.5 * (1.0 - config.tighten_factor)  # LBO.md: boxes at half the rate
+            schedulers.append(_tightened(goal, config, TIGHTEST_BOX * half, 1.0 - rate, "width"))
         elif goal.spec.scale == "auto":
             schedulers.append(
                 ConstraintScheduler(
@@ -120,8 +124,24 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
     return SchedulerCollection(schedulers)
 
 
+def _tightened(
+    goal: Goal, config: TrainConfig, target: float, factor: float, bound: Bound = "upper"
+) -> ConstraintScheduler:
+    """A fixed scale or box kept as given until ``tighten_from``, then tightened adaptively."""
+    return ConstraintScheduler(
+        goal.spec,
+        bound=bound,
+        discovery=DiscoveryPhase(statistic="given", epochs=config.tighten_from),
+        hold=HoldPhase(epochs=0),
+        squeeze=SqueezeSchedule.adaptive(
+            target=target, factor=factor, max_reject_rate=TIGHTEN_REJECT_RATE
+        ),
+        backoff=Backoff(max_reject_rate=config.max_reject_rate, factor=1.0),
+    )
+
+
 def tightened(collection: SchedulerCollection) -> tuple[str, ...]:
-    """The schedulers of fixed scales that LBO.md section 5 tightens, by name."""
+    """The schedulers of fixed scales and boxes that LBO.md section 5 tightens, by name."""
     return tuple(s.name for s in collection if s.discovery.statistic == "given")
 
 

@@ -388,9 +388,9 @@ class Run:
             if event.constraint == "kl":
                 self.print(f"  [{event.kind}] {event.message}")
             elif isinstance(event, Discovered) and event.statistic == "given":
-                scales.setdefault("kept", []).append(event)
+                scales.setdefault(_kept_kind(event, "kept"), []).append(event)
             elif not isinstance(event, Converged):  # "converged" (no squeeze) says nothing
-                scales.setdefault(event.kind, []).append(event)
+                scales.setdefault(_kept_kind(event, event.kind), []).append(event)
         calibration = f"{self.config.calibration_steps} steps"
         for kind, group in scales.items():
             what = {
@@ -401,9 +401,13 @@ class Run:
                 "kept": "fixed scales as given; from now on they may be tightened",
                 "squeezed": f"fixed scales tightened x{self.config.tighten_factor}",
                 "backed_off": "fixed scales backed off to before their tightening",
+                "kept box": "fixed boxes as given (half-widths); from now on they may shrink",
+                "squeezed box": "fixed boxes shrunk around their centres, half-widths "
+                f"x{1 - (1 - self.config.tighten_factor) / 2:g}",
+                "backed_off box": "fixed boxes backed off to before their shrinking",
             }.get(kind, "bounds")
             names = ", ".join(f"{e.constraint} {e.new:.4g}" for e in group)
-            self.print(f"  [{kind}] {len(group)} {what}: {names}")
+            self.print(f"  [{kind.split()[0]}] {len(group)} {what}: {names}")
 
     def _bar(self, total: int) -> Any:
         if not self.progress:
@@ -460,3 +464,8 @@ def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _kept_kind(event: Event, kind: str) -> str:
+    """How the epoch's summary groups a scale's or box's event: boxes apart."""
+    return f"{kind} box" if event.side == "width" else kind
