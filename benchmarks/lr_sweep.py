@@ -307,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("LBO-VAE learning-rate sweep: discovered KL ceiling vs one fixed ceiling (v17c)")
     print(
         f"  Python {platform.python_version()}, torch {torch.__version__}, constraint_sched "
-        f"{__version__}; device: {device}, torch threads: {torch.get_num_threads()}"
+        f"{__version__}; device: {device} ({_machine.cpu_model()}), torch threads: "
+        f"{torch.get_num_threads()}"
     )
     changed = {
         f.name: getattr(base, f.name)
@@ -369,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "torch": torch.__version__,
             "constraint_sched": __version__,
             "device": device,
+            "machine": _machine.describe(),
             "config": attrs.asdict(base),
             "lrs": list(args.lrs),
             "fixed_ceiling": fixed,

@@ -173,6 +173,9 @@ def _bound(goal: Any, schedulers: Any) -> str:
     if scheduler is None:
         return f"[{spec.lower:g}, {spec.upper:g}]"
     discovery = scheduler.discovery
+    if discovery.statistic == "given":  # a fixed box, shrunk around its centre later
+        assert scheduler.side == "width", goal.name
+        return f"[{spec.lower:g}, {spec.upper:g}], shrunk"
     assert (discovery.statistic, discovery.headroom) == ("median", 1.0), goal.name
     return f"[{spec.lower:g}, 2 {TIMES} median]"
 
@@ -208,6 +211,11 @@ def test_the_counts_in_the_text_are_the_trainers() -> None:
     assert f"The {len(auto)} `auto` scales" in page
     assert len(calibrated_boxes) == 3
     assert "the three variance boxes" in page
+    shrunk = [g for g in goals if _bound(g, schedulers).endswith("shrunk")]
+    tightened = [g for g in goals if _bound(g, schedulers).endswith("tightened")]
+    assert (len(tightened), len(shrunk)) == (7, 4)
+    assert "The seven fixed `minimize_soft` scales" in page
+    assert "the four fixed boxes (`shrunk`)" in page
 
 
 # -- the command line and what a run writes ------------------------------------------------
