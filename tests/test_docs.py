@@ -49,16 +49,27 @@ def _example_params() -> list[object]:
     ]
 
 
-def _uses_torch(script: Path) -> bool:
-    return re.search(r"^(import|from) torch\b", script.read_text(), re.MULTILINE) is not None
+# Optional packages an example may import (the extras); it is skipped where one is missing.
+_OPTIONAL = ("torch", "lightning", "cooper", "sklearn")
+
+
+def _missing_imports(script: Path) -> list[str]:
+    text = script.read_text()
+    return [
+        name
+        for name in _OPTIONAL
+        if re.search(rf"^\s*(import|from) {name}\b", text, re.MULTILINE)
+        and importlib.util.find_spec(name) is None
+    ]
 
 
 @pytest.mark.parametrize("script", _example_params())
 def test_example_runs(script: Path | None, tmp_path: Path) -> None:
     if script is None:
         pytest.skip("no docs/examples/ beside the tests")
-    if _uses_torch(script) and importlib.util.find_spec("torch") is None:
-        pytest.skip(f"{script.name} needs torch, which is not installed")
+    missing = _missing_imports(script)
+    if missing:
+        pytest.skip(f"{script.name} needs {', '.join(missing)}, which is not installed")
     # -W error: an example that warns fails, as the test suite does.
     done = subprocess.run(
         [sys.executable, "-W", "error", str(script)],
