@@ -25,8 +25,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).parents[1]
-TORCH_EXTRAS = {"torch", "trainer"}
-"""The extras that install torch: the adapter's and the bundled trainer's."""
+TORCH_EXTRAS = {"torch", "trainer", "lightning"}
+"""The extras that install torch: the adapter's, the bundled trainer's and the Lightning callback's."""
 CORE_DEPENDENCIES = {"numpy", "attrs", "array-api-compat"}
 
 
