@@ -812,8 +812,7 @@ def _shared_centre(specs: Sequence[ConstraintSpec]) -> float:
                 f"ConstraintScheduler: bound='width' moves BOX specs, and {spec.name!r} is "
                 f"{spec.kind.name}"
             )
-        lower, upper = _own_range(spec)
-        centres[spec.name] = lower + 0.5 * (upper - lower)
+        centres[spec.name] = _centre_and_half_width(spec)[0]
     if len(set(centres.values())) > 1:
         raise ValueError(
             f"ConstraintScheduler: specs sharing a 'width' bound must share a centre, got {centres}"
@@ -821,24 +820,22 @@ def _shared_centre(specs: Sequence[ConstraintSpec]) -> float:
     return next(iter(centres.values()))
 
 
-def _own_range(spec: ConstraintSpec) -> tuple[float, float]:
+def _centre_and_half_width(spec: ConstraintSpec) -> tuple[float, float]:
+    """The centre of a ``BOX`` spec's own range and its half-width."""
     assert spec.lower is not None
     assert spec.upper is not None
-    return float(spec.lower), float(spec.upper)
+    half = 0.5 * (float(spec.upper) - float(spec.lower))
+    return float(spec.lower) + half, half
 
 
 def _own_bound(spec: ConstraintSpec, side: Bound) -> float:
     """The bound ``spec`` has before any scheduling: a half-width for ``"width"``."""
-    if side == "width":
-        lower, upper = _own_range(spec)
-        return 0.5 * (upper - lower)
-    return spec.bound(side)
+    return _centre_and_half_width(spec)[1] if side == "width" else spec.bound(side)
 
 
 def _with_bound(spec: ConstraintSpec, bound: float, side: Bound) -> ConstraintSpec:
     """``spec`` with ``bound`` applied: for ``"width"``, the range ``centre -+ bound``."""
     if side == "width":
-        lower, upper = _own_range(spec)
-        centre = lower + 0.5 * (upper - lower)
+        centre = _centre_and_half_width(spec)[0]
         return attrs.evolve(spec, lower=centre - bound, upper=centre + bound)
     return spec.with_bound(bound, side)

@@ -107,8 +107,8 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
             assert goal.spec.lower is not None
             assert goal.spec.upper is not None
             half = 0.5 * (float(goal.spec.upper) - float(goal.spec.lower))
-            rate = 0.5 * (1.0 - config.tighten_factor)  # LBO.md: boxes at half the rate
-            schedulers.append(_tightened(goal, config, TIGHTEST_BOX * half, 1.0 - rate, "width"))
+            factor = box_factor(config.tighten_factor)
+            schedulers.append(_tightened(goal, config, TIGHTEST_BOX * half, factor, "width"))
         elif goal.spec.scale == "auto":
             schedulers.append(
                 ConstraintScheduler(
@@ -122,6 +122,11 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
                 )
             )
     return SchedulerCollection(schedulers)
+
+
+def box_factor(tighten_factor: float) -> float:
+    """A fixed box's half-width factor per tightening: LBO.md's half of the scales' rate."""
+    return 1.0 - 0.5 * (1.0 - tighten_factor)
 
 
 def _tightened(

@@ -28,6 +28,7 @@ from constraint_sched.adapters.torch.lbo_vae._schedules import (
     CALIBRATION_HEADROOM,
     KL_GOALS,
     TIGHTEN_REJECT_RATE,
+    box_factor,
     build_schedulers,
     tightened,
 )
@@ -383,31 +384,31 @@ class Run:
     def _print_events(self) -> None:
         """The KL ceiling's events one by one (the seed's messages); the scales' summed up."""
         events, self._events = self._events, []
-        scales: dict[str, list[Event]] = {}
+        scales: dict[tuple[str, bool], list[Event]] = {}  # by (kind, is a box)
         for event in events:
             if event.constraint == "kl":
                 self.print(f"  [{event.kind}] {event.message}")
             elif isinstance(event, Discovered) and event.statistic == "given":
-                scales.setdefault(_kept_kind(event, "kept"), []).append(event)
+                scales.setdefault(("kept", event.side == "width"), []).append(event)
             elif not isinstance(event, Converged):  # "converged" (no squeeze) says nothing
-                scales.setdefault(_kept_kind(event, event.kind), []).append(event)
+                scales.setdefault((event.kind, event.side == "width"), []).append(event)
         calibration = f"{self.config.calibration_steps} steps"
-        for kind, group in scales.items():
+        for (kind, box), group in scales.items():
             what = {
-                "discovered": "calibrated scales and boxes from the median of the first "
+                ("discovered", False): "calibrated scales and boxes from the median of the first "
                 f"{calibration}, {CALIBRATION_HEADROOM:.0%} wider until epoch 2",
-                "settled": "calibrated scales and boxes: the provisional "
+                ("settled", False): "calibrated scales and boxes: the provisional "
                 f"{CALIBRATION_HEADROOM:.0%} removed",
-                "kept": "fixed scales as given; from now on they may be tightened",
-                "squeezed": f"fixed scales tightened x{self.config.tighten_factor}",
-                "backed_off": "fixed scales backed off to before their tightening",
-                "kept box": "fixed boxes as given (half-widths); from now on they may shrink",
-                "squeezed box": "fixed boxes shrunk around their centres, half-widths "
-                f"x{1 - (1 - self.config.tighten_factor) / 2:g}",
-                "backed_off box": "fixed boxes backed off to before their shrinking",
-            }.get(kind, "bounds")
+                ("kept", False): "fixed scales as given; from now on they may be tightened",
+                ("squeezed", False): f"fixed scales tightened x{self.config.tighten_factor}",
+                ("backed_off", False): "fixed scales backed off to before their tightening",
+                ("kept", True): "fixed boxes as given (half-widths); from now on they may shrink",
+                ("squeezed", True): "fixed boxes shrunk around their centres, half-widths "
+                f"x{box_factor(self.config.tighten_factor):g}",
+                ("backed_off", True): "fixed boxes backed off to before their shrinking",
+            }.get((kind, box), "bounds")
             names = ", ".join(f"{e.constraint} {e.new:.4g}" for e in group)
-            self.print(f"  [{kind.split()[0]}] {len(group)} {what}: {names}")
+            self.print(f"  [{kind}] {len(group)} {what}: {names}")
 
     def _bar(self, total: int) -> Any:
         if not self.progress:
@@ -464,8 +465,3 @@ def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _kept_kind(event: Event, kind: str) -> str:
-    """How the epoch's summary groups a scale's or box's event: boxes apart."""
-    return f"{kind} box" if event.side == "width" else kind
