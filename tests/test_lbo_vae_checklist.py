@@ -28,7 +28,16 @@ CI_SIZED = TrainConfig(
 """The default configuration, smaller: 32 steps an epoch, squeezing in epochs 3 to 6."""
 
 MAX_REJECT_RATE = 0.05
-TARGET_TOLERANCE = 0.10
+TARGET_LOW = 0.5
+"""The mean KL at the target is at least this share of it (and at most all of it)."""
+MAX_OVER_CEILING = 2 / 32
+"""At most two of an epoch's 32 steps may have a KL over the ceiling.
+
+The issue's 5% is for the default run's 64-step epochs, which
+`benchmarks/trainer_quality.py` checks; here 5% would be 1.6 steps.
+"""
+MEAN_IMAGE_MARGIN = 0.6
+"""The held-out MSE at the end is under this share of the mean image's."""
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +98,37 @@ def test_from_epoch_3_the_ceiling_is_squeezed_and_the_kl_falls(
     assert rows[-1]["kl_max"] < rows[0]["kl_max"]
 
 
-def test_the_kl_is_within_10_percent_of_the_target_when_the_squeeze_reaches_it(
+def test_the_kl_is_at_about_the_target_and_under_it_when_the_squeeze_reaches_it(
     run: tuple[list[dict[str, Any]], list[str]],
 ) -> None:
+    # "About the target", from below: the barrier holds each step under the
+    # ceiling, so the epoch's mean KL sits under it rather than on it.
     rows, messages = run
     assert kl_events(messages, "converged")
     at_target = [r for r in rows if r["kl_ceiling"] == pytest.approx(CI_SIZED.kl_target)]
     assert at_target, "the squeeze never reached the target"
     for half in ("kl_core", "kl_detail"):
-        assert at_target[0][half] == pytest.approx(CI_SIZED.kl_target, rel=TARGET_TOLERANCE)
+        assert TARGET_LOW * CI_SIZED.kl_target <= at_target[0][half] <= CI_SIZED.kl_target
+    assert at_target[0]["steps_over_ceiling"] <= MAX_OVER_CEILING
+
+
+def test_the_ceiling_holds_per_step_from_epoch_2(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, _ = run
+    assert rows[0]["steps_over_ceiling"] == 0.0  # no ceiling while discovering
+    over = [r["steps_over_ceiling"] for r in rows[1:]]
+    assert all(0.0 <= v <= MAX_OVER_CEILING for v in over), over
+
+
+def test_the_model_beats_the_mean_image_on_held_out_images(
+    run: tuple[list[dict[str, Any]], list[str]],
+) -> None:
+    rows, _ = run
+    last = rows[-1]
+    assert last["heldout_mse"] < MEAN_IMAGE_MARGIN * last["heldout_mean_mse"], last
+    assert last["heldout_ssim"] > rows[0]["heldout_ssim"]
+    assert last["heldout_mse"] < rows[0]["heldout_mse"]
 
 
 def test_every_epoch_rejects_under_5_percent(run: tuple[list[dict[str, Any]], list[str]]) -> None:

@@ -22,6 +22,7 @@ from constraint_sched.adapters.torch import LBOObjective  # noqa: E402
 from constraint_sched.adapters.torch.lbo_vae import _goals  # noqa: E402
 from constraint_sched.adapters.torch.lbo_vae._goals import (  # noqa: E402
     KL_NO_CEILING,
+    OBJECTIVE_GOALS,
     Goal,
     GoalInputs,
     colour_histogram,
@@ -35,6 +36,7 @@ from constraint_sched.adapters.torch.lbo_vae._goals import (  # noqa: E402
     kl_divergence,
     low_variance_fraction,
     mean_colour,
+    met_levels,
     realism,
     sobel_edges,
     specs,
@@ -69,10 +71,10 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, dict[str, Any]]]] = {
     "real_swap": (("realism",), AUTO),
     "core_colour_leak": (("disentangle",), AUTO),
     "detail_edge_leak": (("disentangle",), AUTO),
-    "kl_core": (("latent", "kl"), KL),
-    "kl_detail": (("latent", "kl"), KL),
-    "logvar_core": (("latent", "kl"), box(-15.0, 10.0)),
-    "logvar_detail": (("latent", "kl"), box(-15.0, 10.0)),
+    "kl_core": (("kl",), KL),
+    "kl_detail": (("kl",), KL),
+    "logvar_core": (("latent", "logvar"), box(-15.0, 10.0)),
+    "logvar_detail": (("latent", "logvar"), box(-15.0, 10.0)),
     "core_cov": (("latent", "structure"), AUTO),
     "core_low_var": (("latent", "structure"), soft(0.1)),
     "core_aug": (("latent", "structure"), AUTO),
@@ -89,8 +91,8 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, dict[str, Any]]]] = {
     "max_var": (("health",), soft(100.0)),
 }
 PERCEPTUAL = (("recon",), AUTO)
-TOP_GROUPS = ["recon", "core", "swap", "realism", "disentangle", "latent", "health"]
-LATENT_GROUPS = ["kl", "structure", "capacity", "detail"]
+TOP_GROUPS = ["recon", "core", "swap", "realism", "disentangle", "kl", "latent", "health"]
+LATENT_GROUPS = ["logvar", "structure", "capacity", "detail"]
 TENSOR_FIELDS = [f.name for f in attrs.fields(GoalInputs) if f.name != "core_dims"]
 
 
@@ -205,11 +207,35 @@ def test_the_group_tree_is_lbo_md_and_covers_every_goal_once(perceptual: bool) -
     tree = group_tree(goals)
     assert list(tree) == TOP_GROUPS
     assert list(tree["latent"]) == LATENT_GROUPS
-    assert tree["latent"]["kl"] == ["kl_core", "kl_detail", "logvar_core", "logvar_detail"]
+    assert tree["kl"] == ["kl_core", "kl_detail"]  # a group of its own: the ceiling is a barrier
+    assert tree["latent"]["logvar"] == ["logvar_core", "logvar_detail"]
     assert sorted(leaves(tree)) == sorted(g.name for g in goals)
     objective = LBOObjective(tree)
     assert objective.names == tuple(TOP_GROUPS)
     assert objective.goals == {g.name for g in goals}
+
+
+def test_met_levels_cover_every_constraint_and_leave_the_objective_alone() -> None:
+    goals = default_goals()
+    levels = met_levels(goals, met=0.25, by_name={"swap": 0.5, "kl_core": 0.3})
+    assert set(levels) == {g.name for g in goals} - set(OBJECTIVE_GOALS)
+    assert levels["swap_edge"] == levels["swap_hist"] == 0.5  # by group
+    assert levels["kl_core"] == 0.3  # by goal
+    assert levels["kl_detail"] == 0.25  # else the default
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"met": 0.0}, "'met' must lie in"),
+        ({"met": 1.5}, "'met' must lie in"),
+        ({"met": 0.25, "by_name": {"swap": True}}, "'swap' must lie in"),
+        ({"met": 0.25, "by_name": {"nonesuch": 0.5}}, "nonesuch"),
+    ],
+)
+def test_met_levels_refuse_bad_levels_and_unknown_names(kwargs: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        met_levels(default_goals(), **kwargs)
 
 
 def test_group_tree_refuses_duplicate_names_and_mixed_groups() -> None:
@@ -335,8 +361,10 @@ def test_ssim_fits_its_window_to_small_images() -> None:
     assert ssim(small, 1 - small).item() < 0.5
 
 
-def test_pixel_is_mse_plus_a_tenth_of_one_minus_ssim(inputs: GoalInputs) -> None:
-    expected = torch.mean((inputs.recon - inputs.x) ** 2) + 0.1 * (1 - ssim(inputs.recon, inputs.x))
+def test_pixel_is_mse_plus_a_fiftieth_of_one_minus_ssim(inputs: GoalInputs) -> None:
+    expected = torch.mean((inputs.recon - inputs.x) ** 2) + 0.02 * (
+        1 - ssim(inputs.recon, inputs.x)
+    )
     assert compute(default_goals(), inputs)["pixel"].item() == pytest.approx(
         expected.item(), rel=1e-6
     )

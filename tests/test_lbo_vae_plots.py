@@ -31,7 +31,10 @@ ALL = (*METRIC_PLOTS, *MODEL_PLOTS)
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     """A tiny 2-epoch run (discovery, then hold), trained once for the module."""
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(epochs=2, images=128, batch_size=32, calibration_steps=2, device="cpu")
+    config = TrainConfig(
+        epochs=2, images=128, heldout=64, batch_size=32, calibration_steps=2, device="cpu",
+        kl_lower=0.1, kl_healthy=0.5, kl_target=1.0,
+    )  # fmt: skip
     run = Run(config, out, progress=False, print_=lambda s: None)
     run.train()
     return run, out
@@ -101,7 +104,7 @@ def test_the_rebuilt_model_is_the_trained_one(trained: tuple[Run, Path]) -> None
     rebuilt = _rebuild(state, TrainConfig(**state["config"]), out / CHECKPOINT)
     assert rebuilt is not None
     vae, data = rebuilt
-    assert torch.equal(data.images, run.data.images)
+    assert torch.equal(data.images, run.heldout.images)  # the plots show held-out images
     x = run.data.images[:8]
     with torch.no_grad():
         assert torch.allclose(vae.encode(x)[0], run.vae.encode(x.to(run.device))[0].cpu())

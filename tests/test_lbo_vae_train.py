@@ -25,12 +25,13 @@ from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, METRICS, 
 
 # Two steps an epoch: the KL stays small, so its box and target are small too.
 TINY = TrainConfig(
-    epochs=4, images=64, batch_size=32, calibration_steps=2, kl_squeeze_epochs=2,
+    epochs=4, images=64, heldout=64, batch_size=32, calibration_steps=2, kl_squeeze_epochs=2,
     kl_lower=0.05, kl_healthy=0.2, kl_target=0.25,
 )  # fmt: skip
 KEYS = {
     "epoch", "kl_phase", "kl_ceiling", "kl_core", "kl_detail", "reject_rate", "min_group",
-    "loss", "swap_structure", "swap_appearance",
+    "loss", "swap_structure", "swap_appearance", "heldout_mse", "heldout_mean_mse",
+    "heldout_ssim", "heldout_kl_core", "heldout_kl_detail", "steps_over_ceiling",
 }  # fmt: skip
 
 
@@ -166,7 +167,7 @@ def test_the_command_line_trains_and_reports(
 ) -> None:
     config = tmp_path / "tiny.toml"
     config.write_text(
-        "images = 64\nbatch_size = 32\ncalibration_steps = 2\n"
+        "images = 64\nheldout = 64\nbatch_size = 32\ncalibration_steps = 2\n"
         "kl_lower = 0.05\nkl_healthy = 0.2\nkl_target = 0.25\n"
     )
     out = tmp_path / "out"

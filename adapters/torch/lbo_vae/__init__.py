@@ -27,6 +27,9 @@ from constraint_sched.adapters.torch.lbo_vae._data import (
 from constraint_sched.adapters.torch.lbo_vae._data import (
     load as load_images,
 )
+from constraint_sched.adapters.torch.lbo_vae._data import (
+    split as split_images,
+)
 from constraint_sched.adapters.torch.lbo_vae._goals import (
     Goal,
     GoalInputs,
@@ -80,5 +83,6 @@ __all__ = [
     "render",
     "render_mask",
     "shapes",
+    "split_images",
     "swap_scores",
 ]

@@ -8,6 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig, load_config
 
@@ -119,20 +120,31 @@ def _quiet(*args: object) -> None:
     """The printer of every rank but rank 0."""
 
 
+def _cell(row: dict[str, Any], key: str, spec: str, width: int) -> str:
+    """``row[key]`` formatted with ``spec`` in ``width`` columns; ``-`` when the row lacks it."""
+    if key not in row:
+        return f"{'-':>{width}}"
+    return f"{row[key]:>{width}{spec}}"
+
+
 def _report(run: Path) -> int:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise FileNotFoundError(f"{str(run)!r} holds no metrics.jsonl: not an lbo-vae run folder")
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     print(f"{'epoch':>5}  {'KL phase':<9} {'ceiling':>9} {'kl_core':>8} {'kl_detail':>9} "
-          f"{'reject':>7} {'min group':>9} {'swap s/a':>9}")  # fmt: skip
+          f"{'reject':>7} {'min group':>9} {'swap s/a':>9} {'held mse':>9} {'mean mse':>9} "
+          f"{'ssim':>5} {'over':>6}")  # fmt: skip
     for r in rows:
-        r = {k: math.nan if v is None else v for k, v in r.items()}  # null: no accepted step
+        # null: no accepted step; a key missing: a row of an older trainer
+        r = {k: math.nan if v is None else v for k, v in r.items()}
         ceiling = "none" if math.isnan(r["kl_ceiling"]) else f"{r['kl_ceiling']:,.1f}"
         print(
             f"{r['epoch']:>5}  {r['kl_phase']:<9} {ceiling:>9} {r['kl_core']:>8.1f} "
             f"{r['kl_detail']:>9.1f} {r['reject_rate']:>7.1%} {r['min_group']:>9.3f} "
-            f"{r['swap_structure']:>4.2f}/{r['swap_appearance']:.2f}"
+            f"{r['swap_structure']:>4.2f}/{r['swap_appearance']:.2f} "
+            f"{_cell(r, 'heldout_mse', '.4f', 9)} {_cell(r, 'heldout_mean_mse', '.4f', 9)} "
+            f"{_cell(r, 'heldout_ssim', '.2f', 5)} {_cell(r, 'steps_over_ceiling', '.1%', 6)}"
         )
     try:
         from constraint_sched.adapters.torch.lbo_vae._plots import draw

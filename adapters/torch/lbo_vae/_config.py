@@ -48,6 +48,11 @@ def _optional_path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -
         )
 
 
+def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
 def _one_of(*choices: str) -> Any:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
@@ -94,11 +99,19 @@ class TrainConfig:
     while the mean min group of the last 3 epochs is at least
     ``tighten_min_group``; once an epoch after that rejects 5% or more, the
     run trains one more epoch and stops (LBO.md section 5).
-    ``kl_steepness`` makes the KL goals' score fall to nearly 0 at the
-    ceiling, a barrier like the original's; ``kl_hard_ceiling`` also rejects
-    any step that crosses it. ``perceptual_weights``, the path of a local
-    torchvision VGG16 weights file, adds the ``perceptual`` goal; unset (the
-    default), the goal is off and nothing is loaded or downloaded.
+    ``kl_steepness`` is how fast the KL goals' score decays past the ceiling
+    (inside, it falls linearly from 1 at ``kl_healthy`` to 0 at the ceiling);
+    ``kl_hard_ceiling`` also rejects any step that crosses it.
+    Only the ``pixel`` goal is the objective: every other goal is a
+    constraint that counts as fully met once its score reaches ``met``
+    (``swap_met`` for the swap group, ``kl_met`` for the two KL goals), and
+    ``gradient_clip`` clips each step's gradient norm to that many times the
+    running mean of the norms before it; see the trainer page's design notes
+    for why.
+    ``perceptual_weights``, the path of a local torchvision VGG16 weights
+    file, adds the ``perceptual`` goal; unset (the default), the goal is off
+    and nothing is loaded or downloaded. ``heldout`` images, which training
+    never sees, measure the model at every epoch's end.
 
     Examples:
         >>> TrainConfig(epochs=3).batch_size
@@ -108,6 +121,7 @@ class TrainConfig:
     dataset: str = attrs.field(default="shapes", validator=_one_of("shapes", "digits", "folder"))
     data: str | None = None
     images: int = attrs.field(default=4096, validator=_positive)
+    heldout: int = attrs.field(default=512, validator=_positive)
     image_size: int = attrs.field(default=32, validator=_image_size)
     epochs: int = attrs.field(default=9, validator=_positive)
     batch_size: int = attrs.field(default=64, validator=_positive)
@@ -119,11 +133,11 @@ class TrainConfig:
     width: int = attrs.field(default=16, validator=_positive)
     disc_width: int = attrs.field(default=16, validator=_positive)
     calibration_steps: int = attrs.field(default=32, validator=_positive)
-    kl_lower: float = attrs.field(default=27.0, converter=float, validator=_positive)
-    kl_healthy: float = attrs.field(default=28.5, converter=float, validator=_positive)
-    kl_steepness: float = attrs.field(default=1e4, converter=float, validator=_positive)
+    kl_lower: float = attrs.field(default=1.0, converter=float, validator=_positive)
+    kl_healthy: float = attrs.field(default=15.0, converter=float, validator=_positive)
+    kl_steepness: float = attrs.field(default=20.0, converter=float, validator=_positive)
     kl_hard_ceiling: bool = attrs.field(default=False, validator=_bool)
-    kl_target: float = attrs.field(default=30.0, converter=float, validator=_positive)
+    kl_target: float = attrs.field(default=20.0, converter=float, validator=_positive)
     kl_hold: int = attrs.field(default=1, validator=_positive)
     kl_squeeze_epochs: int = attrs.field(default=5, validator=_positive)
     kl_table: dict[int, float] | None = attrs.field(default=None, converter=_table)
@@ -132,6 +146,10 @@ class TrainConfig:
     tighten_factor: float = attrs.field(default=0.95, converter=float, validator=_fraction)
     tighten_min_group: float = attrs.field(default=0.5, converter=float, validator=_rate)
     perceptual_weights: str | None = attrs.field(default=None, validator=_optional_path)
+    met: float = attrs.field(default=0.25, converter=float, validator=_rate)
+    swap_met: float = attrs.field(default=0.5, converter=float, validator=_rate)
+    kl_met: float = attrs.field(default=0.25, converter=float, validator=_rate)
+    gradient_clip: float | None = attrs.field(default=1.5, validator=_optional_positive)
 
     def __attrs_post_init__(self) -> None:
         if (self.dataset == "folder") != (self.data is not None):

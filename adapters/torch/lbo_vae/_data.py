@@ -27,6 +27,7 @@ __all__ = [
     "render",
     "render_mask",
     "shapes",
+    "split",
     "swap_scores",
 ]
 
@@ -585,6 +586,68 @@ def _read(pil: ModuleType, ops: ModuleType, file: Path, side: int) -> np.ndarray
         left, top = (size[0] - side) // 2, (size[1] - side) // 2
         image = image.crop((left, top, left + side, top + side))
         return np.asarray(image, dtype=np.uint8)
+
+
+# --- a held-out split -------------------------------------------------------------------
+
+
+def split(
+    data: ImageSet, heldout: int, *, seed: int = 0, min_train: int = 1
+) -> tuple[ImageSet, ImageSet]:
+    """Hold ``heldout`` images of a fixed set out of training, chosen by a seeded permutation.
+
+    For the fixed sets (`digits`, `folder`); `shapes` draws its held-out
+    images apart instead (the trainer's `Run` does). The held-out images are
+    the first ``heldout`` of a permutation of the set drawn from ``seed``
+    (a `torch.Generator`, not the global one); both parts keep the set's
+    order, and their factors and labels are sliced with them.
+
+    Args:
+        data: The images.
+        heldout: How many to hold out (at least 1).
+        seed: The seed of the permutation.
+        min_train: The fewest images that must remain to train on.
+
+    Returns:
+        ``(train, heldout)``: two `ImageSet` that together hold every image of
+        ``data`` once; the held-out one is named ``"<name>:heldout"``.
+
+    Raises:
+        ValueError: ``heldout`` is not an integer of at least 1, or it leaves
+            fewer than ``min_train`` images to train on.
+
+    Examples:
+        >>> data = ImageSet(images=torch.rand(10, 3, 8, 8), name="noise", labels=torch.arange(10))
+        >>> train, held = split(data, 3, seed=1)
+        >>> len(train), len(held), held.name
+        (7, 3, 'noise:heldout')
+        >>> sorted(train.labels.tolist() + held.labels.tolist()) == list(range(10))
+        True
+        >>> torch.equal(held.labels, split(data, 3, seed=1)[1].labels)  # deterministic
+        True
+        >>> split(data, 8, min_train=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: split: heldout=8 leaves 2 of the 10 images of 'noise' to train on, fewer than 4
+    """
+    _check_int("split", "heldout", heldout, 1)
+    _check_int("split", "min_train", min_train, 1)
+    n = len(data)
+    if n - heldout < min_train:
+        raise ValueError(
+            f"split: heldout={heldout} leaves {max(n - heldout, 0)} of the {n} images of "
+            f"{data.name!r} to train on, fewer than {min_train}"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held, train = order[:heldout].sort().values, order[heldout:].sort().values
+    return _subset(data, train, data.name), _subset(data, held, f"{data.name}:heldout")
+
+
+def _subset(data: ImageSet, index: torch.Tensor, name: str) -> ImageSet:
+    """The images of ``data`` at ``index``, with their factors and labels."""
+    factors = None if data.factors is None else {k: v[index] for k, v in data.factors.items()}
+    labels = None if data.labels is None else data.labels[index]
+    return ImageSet(images=data.images[index], name=name, factors=factors, labels=labels)
 
 
 # --- by name -----------------------------------------------------------------------------

@@ -77,10 +77,11 @@ def draw(out: str | Path, *, run: Run | None = None) -> list[Path]:
     """Draw the plots of the run in ``out`` into ``out``; returns the paths written.
 
     The metric plots (`METRIC_PLOTS`) come from ``out/metrics.jsonl``. The
-    model plots (`MODEL_PLOTS`) use ``run``'s model and data when given,
-    otherwise the model of ``out/checkpoint.pt`` and the images of its
-    configuration; without a checkpoint they are skipped (with a warning when
-    the checkpoint's images cannot be loaded again, e.g. a moved folder).
+    model plots (`MODEL_PLOTS`) show held-out images, which training never
+    saw: ``run``'s model and held-out images when given, otherwise the model
+    of ``out/checkpoint.pt`` and the held-out images of its configuration;
+    without a checkpoint they are skipped (with a warning when the
+    checkpoint's images cannot be loaded again, e.g. a moved folder).
 
     Args:
         out: A run's output folder.
@@ -110,7 +111,7 @@ def draw(out: str | Path, *, run: Run | None = None) -> list[Path]:
     ]
     model: tuple[LBOVAE, ImageSet] | None = None
     if run is not None:
-        model = run.vae, run.data
+        model = run.vae, run.heldout
     elif state is not None and config is not None:
         model = _rebuild(state, config, folder / CHECKPOINT)
     if model is not None:
@@ -187,21 +188,15 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 def _rebuild(
     state: dict[str, Any], config: TrainConfig, path: Path
 ) -> tuple[LBOVAE, ImageSet] | None:
-    """The checkpoint's model (on the CPU) and its run's images; None when they cannot be had.
+    """The checkpoint's model (on the CPU) and its run's held-out images; None without them.
 
     Not through `Run`: making one truncates ``metrics.jsonl``.
     """
-    from constraint_sched.adapters.torch.lbo_vae._data import load
     from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, ModelConfig
+    from constraint_sched.adapters.torch.lbo_vae._train import load_data
 
     try:
-        data = load(
-            config.dataset,
-            data=config.data,
-            n=config.images,
-            image_size=config.image_size,
-            seed=config.seed,
-        )
+        _, data = load_data(config)
     except (OSError, ValueError, ImportError) as error:
         warnings.warn(
             f"model plots skipped: the images of {str(path)!r} cannot be loaded again: {error}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -20,6 +21,9 @@ from constraint_sched.adapters.torch.lbo_vae._goals import (
 )
 from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, PatchDiscriminator
 from constraint_sched.adapters.torch.lbo_vae._schedules import calibrated
+
+EMA_DECAY = 0.9
+"""The decay of `Stepper.norm_ema`, the running mean of the gradient norms that clipping uses."""
 
 
 class StepResult(NamedTuple):
@@ -89,6 +93,14 @@ class Stepper:
             (`VGGFeatures`), whose maps of ``x`` and of the reconstruction
             `inputs` adds to the bundle; None when the goals have no
             ``perceptual`` goal.
+        met: The level at which each constraint goal counts as fully met
+            (`met_levels`): its score is ``min(1, score / level)``. Goals
+            not named (the objective) are scored as they are.
+        clip: Clip each step's gradient norm to ``clip`` times the running
+            mean of the norms before (`norm_ema`, an exponential mean over
+            about 10 steps, restarted when calibration ends), so that a
+            steep score (a barrier near its bound) cannot give one step
+            the weight of hundreds in Adam's moments; None: no clipping.
     """
 
     def __init__(
@@ -102,6 +114,8 @@ class Stepper:
         barriers: Sequence[str] = (),
         agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
         features: nn.Module | None = None,
+        met: Mapping[str, float] | None = None,
+        clip: float | None = 1.5,
     ) -> None:
         self.vae, self.disc, self.goals = vae, disc, tuple(goals)
         self.schedulers = schedulers
@@ -115,6 +129,10 @@ class Stepper:
         self.barriers = tuple(n for n in barriers if n in self._scheduled)
         self.agree = agree
         self.features = features
+        self._log_met = {name: math.log(level) for name, level in (met or {}).items()}
+        self.clip = clip
+        self.norm_ema = torch.zeros(())
+        """The running mean of the clipped gradient norms (0: none yet); in checkpoints."""
         core = schedulers.core
         self._calibrated = calibrated(core) if isinstance(core, SchedulerCollection) else ()
         self.steps = 0
@@ -174,6 +192,25 @@ class Stepper:
             features_recon=features_recon,
         )
 
+    def _clip_gradients(self, *, active: bool) -> None:
+        """Clip the VAE's gradient norm to ``clip`` x `norm_ema`, on the device (no host sync)."""
+        assert self.clip is not None
+        grads = [p.grad for p in self.vae.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if self.norm_ema.device != norm.device:
+            self.norm_ema = self.norm_ema.to(norm.device)
+        if not active:  # calibration trains on another loss: its norms say nothing
+            self.norm_ema = torch.zeros_like(norm)
+            return
+        ema = torch.where(self.norm_ema > 0, self.norm_ema, norm)
+        factor = (self.clip * ema / norm.clamp_min(1e-12)).clamp_max(1.0)
+        factor = torch.where(torch.isfinite(factor), factor, torch.ones_like(factor))
+        torch._foreach_mul_(grads, factor)
+        clipped = torch.where(torch.isfinite(norm), norm * factor, ema)
+        self.norm_ema = EMA_DECAY * ema + (1.0 - EMA_DECAY) * clipped
+
     def crossed(
         self, before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
@@ -197,14 +234,19 @@ class Stepper:
 
         The objective works in log space (`LBOObjective` with ``log=True``):
         a goal far past its bound keeps pulling back instead of sitting,
-        gradient-free, at the floor.
+        gradient-free, at the floor. A constraint goal at or above its
+        ``met`` level scores 1 (log 0).
         """
         sched = self.schedulers
-        return {
+        scores = {
             name: sched.log_score(name, value)
             if name in self._scheduled
             else self._fixed[name].log_score(value)
             for name, value in metrics.items()
+        }
+        return {
+            name: (value - self._log_met[name]).clamp_max(0.0) if name in self._log_met else value
+            for name, value in scores.items()
         }
 
     def __call__(self, x: torch.Tensor) -> StepResult:
@@ -226,6 +268,8 @@ class Stepper:
             loss = self.objective(self.log_scores(before), log=True).loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        if self.clip is not None:
+            self._clip_gradients(active=not calibrating)
         self.optimizer.step()
         with torch.no_grad():
             after = self.inputs(x, noise, perturb, perm)

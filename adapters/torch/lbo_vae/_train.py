@@ -20,9 +20,20 @@ from constraint_sched import Converged, Discovered, Event
 from constraint_sched.adapters.torch import TorchScheduler
 from constraint_sched.adapters.torch.lbo_vae import _distributed
 from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
-from constraint_sched.adapters.torch.lbo_vae._data import ImageSet, load, swap_scores
-from constraint_sched.adapters.torch.lbo_vae._goals import default_goals
-from constraint_sched.adapters.torch.lbo_vae._model import ModelConfig, build
+from constraint_sched.adapters.torch.lbo_vae._data import (
+    ImageSet,
+    load,
+    shapes,
+    split,
+    swap_scores,
+)
+from constraint_sched.adapters.torch.lbo_vae._goals import (
+    default_goals,
+    kl_divergence,
+    met_levels,
+    ssim,
+)
+from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, ModelConfig, build
 from constraint_sched.adapters.torch.lbo_vae._perceptual import VGGFeatures, load_vgg_features
 from constraint_sched.adapters.torch.lbo_vae._schedules import (
     CALIBRATION_HEADROOM,
@@ -40,6 +51,10 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 TIGHTEN_WINDOW = 3
 """LBO.md section 5: the epochs whose mean min group decides whether fixed scales tighten."""
+EVAL_BATCH = 256
+"""The held-out images `Run.evaluate` encodes and decodes at a time."""
+HELDOUT_STREAM = 1
+"""The spawn key of the seed of the held-out shapes (`heldout_seed`)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -51,6 +66,59 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def heldout_seed(seed: int) -> int:
+    """The seed of a run's held-out shapes: a stream of its own, derived from the run's seed.
+
+    `shapes` draws its factors one after another, so the first ``n`` images
+    of a larger draw are not ``shapes(n)``: the held-out images are a draw of
+    their own, from numpy's `~numpy.random.SeedSequence` of ``seed`` with
+    the spawn key ``(HELDOUT_STREAM,)``, which is neither ``seed`` nor a
+    nearby run's seed.
+
+    Examples:
+        >>> heldout_seed(0) == heldout_seed(0) != heldout_seed(1)
+        True
+    """
+    sequence = np.random.SeedSequence(seed, spawn_key=(HELDOUT_STREAM,))
+    return int(sequence.generate_state(1, np.uint64)[0])
+
+
+def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
+    """A run's training images and the ``config.heldout`` images training never sees.
+
+    For ``"shapes"`` the training images are ``shapes(config.images,
+    seed=config.seed)``, exactly as without a held-out set, and the held-out
+    ones a separate draw of ``config.heldout`` (`heldout_seed`). The fixed
+    sets (``"digits"``, ``"folder"``) are split (`split`) by a permutation
+    seeded with ``config.seed``.
+
+    Returns:
+        ``(train, heldout)``.
+
+    Raises:
+        ValueError: A fixed set would keep fewer than ``config.batch_size``
+            images to train on (``heldout`` is named); and what `load` raises.
+    """
+    data = load(
+        config.dataset,
+        data=config.data,
+        n=config.images,
+        image_size=config.image_size,
+        seed=config.seed,
+    )
+    if config.dataset == "shapes":
+        held = shapes(config.heldout, image_size=config.image_size, seed=heldout_seed(config.seed))
+        return data, held
+    try:
+        return split(data, config.heldout, seed=config.seed, min_train=config.batch_size)
+    except ValueError as error:
+        raise ValueError(
+            f"TrainConfig.heldout={config.heldout} is too large for the {len(data)} images of "
+            f"{config.dataset!r}: fewer than one batch ({config.batch_size}) would remain to "
+            f"train on ({error})"
+        ) from None
+
+
 class Run:
     """An LBO-VAE run: everything it trains and schedules, and what it writes to ``out``.
 
@@ -59,6 +127,10 @@ class Run:
         out: The output folder (created): ``metrics.jsonl``, plots, checkpoints.
         print_: Where the run's messages go (the command line prints them).
         progress: Show a progress bar per epoch (tqdm).
+
+    The run trains on ``data`` and measures, at the end of each epoch, its
+    reconstructions and swaps of ``heldout`` (`evaluate`), images it never
+    trains on (`load_data`).
 
     Under an initialised ``torch.distributed`` process group (``lbo-vae train``
     under ``torchrun``) every rank trains on its own shard of each epoch's
@@ -83,13 +155,12 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = _distributed.rank_device(pick_device(config.device))
         _seed_everything(config.seed)
-        self.data: ImageSet = load(
-            config.dataset,
-            data=config.data,
-            n=config.images,
-            image_size=config.image_size,
-            seed=config.seed,
-        )
+        self.data: ImageSet
+        self.heldout: ImageSet
+        self.data, self.heldout = load_data(config)
+        # The baseline of the held-out MSE: every image predicted by the training set's mean.
+        mean = self.data.images.mean(dim=0, keepdim=True)
+        self.heldout_mean_mse = float((self.heldout.images - mean).square().mean())
         if len(self.data.images) // config.batch_size < self.world:
             raise ValueError(
                 f"{len(self.data.images)} images make fewer batches of {config.batch_size} than "
@@ -134,6 +205,12 @@ class Run:
             barriers=KL_GOALS if config.kl_hard_ceiling else (),
             agree=_distributed.agree_any if self.world > 1 else None,
             features=self.features,
+            met=met_levels(
+                self.goals,
+                met=config.met,
+                by_name={"swap": config.swap_met} | {name: config.kl_met for name in KL_GOALS},
+            ),
+            clip=config.gradient_clip,
         )
         if self.world > 1:  # the replicas start, step and roll back together
             for module in (self.vae, self.disc):
@@ -176,7 +253,9 @@ class Run:
             batches = _distributed.shard(batches, self.rank, self.world)
             torch.manual_seed(_distributed.rank_seed(cfg.seed, self.epoch, self.rank))
         groups = len(stepper.group_names)
-        totals = torch.zeros(3 + 2 * groups, device=self.device)  # loss, min group, rejects
+        over = 3 + 2 * groups  # accepted steps whose KL is over the ceiling, the last total
+        # loss, min group, rejects, each group's score and bottleneck count, over the ceiling
+        totals = torch.zeros(over + 1, device=self.device)
         started = time.perf_counter()
         bar = self._bar(len(batches))
         for i, index in enumerate(batches):
@@ -184,19 +263,21 @@ class Run:
             result = stepper(x)
             # A rejected step's values may be NaN: keep them out (where, not a product).
             ok = ~result.rejected
-            zero = totals.new_zeros(())
+            zero, one = totals.new_zeros(()), totals.new_ones(())
             totals[0] += torch.where(ok, result.loss.detach(), zero)
             totals[1] += torch.where(ok, result.groups.min(), zero)
             totals[2] += result.rejected.to(totals.dtype)
             totals[3 : 3 + groups] += torch.where(ok, result.groups, zero)
-            totals[3 + groups :] += F.one_hot(result.bottleneck, groups) * ok
+            totals[3 + groups : over] += F.one_hot(result.bottleneck, groups) * ok
+            kl_step = torch.maximum(result.metrics["kl_core"], result.metrics["kl_detail"])
+            totals[over] += torch.where(ok & (kl_step > ceiling), one, zero)
             if bar is not None and (i % 10 == 0 or i == len(batches) - 1):
                 t = totals.tolist()  # a progress update reads the device every 10 steps
                 done = max(i + 1 - t[2], 1)
                 bar.set_postfix(
                     loss=f"{t[0] / done:.3g}",
                     min_group=f"{t[1] / done:.3f}",
-                    bottleneck=stepper.group_names[int(np.argmax(t[3 + groups :]))],
+                    bottleneck=stepper.group_names[int(np.argmax(t[3 + groups : over]))],
                     rejects=int(t[2]),
                 )
             if bar is not None:
@@ -227,6 +308,7 @@ class Run:
             "loss": t[0] / accepted,
             "groups": {g: t[3 + k] / accepted for k, g in enumerate(stepper.group_names)},
             "bottleneck": {g: int(t[3 + groups + k]) for k, g in enumerate(stepper.group_names)},
+            "steps_over_ceiling": t[over] / accepted,
             "seconds": time.perf_counter() - started,
         }
         row.update(self.evaluate())
@@ -251,6 +333,7 @@ class Run:
             "config": attrs.asdict(self.config),
             "epoch": self.epoch,
             "steps": self.stepper.steps,
+            "norm_ema": self.stepper.norm_ema,
             "vae": self.vae.state_dict(),
             "disc": self.disc.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -305,6 +388,7 @@ class Run:
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.schedulers.load_state_dict(state["schedulers"])
         self.epoch, self.stepper.steps = int(state["epoch"]), int(state["steps"])
+        self.stepper.norm_ema = state["norm_ema"].to(self.device)
         self.history = list(state["history"])
         self.stop_after = state.get("stop_after")
         rng = state["rng"]
@@ -320,22 +404,11 @@ class Run:
         with open(self.out / METRICS, "w") as f:  # rows of epochs after the checkpoint go
             f.writelines(json_line(row) for row in self.history)
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """The swap test on a fixed batch (shapes only: its factors are known)."""
-        factors = self.data.factors
-        if factors is None:
-            return {"swap_structure": float("nan"), "swap_appearance": float("nan")}
-        k = min(256, len(self.data.images))
-        x = self.data.images[:k].to(self.device)
-        perm = torch.roll(torch.arange(k), 1)
-        mu, _ = self.vae.encode(x)
-        core, detail = self.vae.split(mu)
-        swapped = self.vae.decode(self.vae.join(core, detail[perm.to(self.device)]))
-        first = {key: v[:k] for key, v in factors.items()}
-        second = {key: v[:k][perm] for key, v in factors.items()}
-        structure, appearance = swap_scores(swapped.cpu(), first, second)
-        return {"swap_structure": float(structure), "swap_appearance": float(appearance)}
+        """The model on the held-out images, which training never sees (`evaluate_heldout`)."""
+        return evaluate_heldout(
+            self.vae, self.heldout, mean_mse=self.heldout_mean_mse, device=self.device
+        )
 
     # -- output ----------------------------------------------------------------------
 
@@ -426,10 +499,90 @@ class Run:
             f"kl_core {row['kl_core']:.1f}  kl_detail {row['kl_detail']:.1f}  "
             f"loss {row['loss']:.3f}  min group {row['min_group']:.3f}  "
             f"rejected {row['rejects']}/{row['steps']} ({row['reject_rate']:.1%})  "
+            f"held-out mse {row['heldout_mse']:.4f} (mean {row['heldout_mean_mse']:.4f}) "
+            f"ssim {row['heldout_ssim']:.2f} "
             f"swap {row['swap_structure']:.2f}/{row['swap_appearance']:.2f}  "
+            f"over ceiling {row['steps_over_ceiling']:.1%}  "
             f"{row['seconds']:.1f}s"
         )
         self.print(f"          groups: {groups}")
+
+
+@torch.no_grad()
+def evaluate_heldout(
+    vae: LBOVAE, heldout: ImageSet, *, mean_mse: float, device: torch.device | str
+) -> dict[str, float]:
+    """A model on held-out images, which training never sees: the ``metrics.jsonl`` keys.
+
+    Posterior means, no noise, in eval mode, `EVAL_BATCH` images at a time:
+
+    - ``heldout_mse``: the pixel MSE of the reconstructions ``decode(mu)``,
+      the mean over every held-out pixel; ``heldout_mean_mse`` is that of
+      predicting the training images' per-pixel mean for every image (to
+      beat);
+    - ``heldout_ssim``: their mean SSIM (`ssim`);
+    - ``swap_structure``, ``swap_appearance``: the swap test
+      (`swap_scores`), the core of each held-out image decoded with the
+      detail of its neighbour (the images rolled by one); NaN without
+      known factors (digits, folders);
+    - ``heldout_kl_core``, ``heldout_kl_detail``: the mean KL of each
+      latent half (`kl_divergence`).
+
+    Args:
+        vae: The model: any `LBOVAE` (the quality benchmark passes a plain
+            beta-VAE of the same architecture too).
+        heldout: The held-out images.
+        mean_mse: ``heldout_mean_mse``, passed through.
+        device: Where ``vae`` lives.
+
+    Returns:
+        The keys above, as floats (one host synchronisation).
+    """
+    held, factors = heldout, heldout.factors
+    training = vae.training
+    vae.eval()
+    mu_parts, logvar_parts = [], []
+    for i in range(0, len(held), EVAL_BATCH):
+        x = held.images[i : i + EVAL_BATCH].to(device, non_blocking=True)
+        mu, logvar = vae.encode(x)
+        mu_parts.append(mu)
+        logvar_parts.append(logvar)
+    mu, logvar = torch.cat(mu_parts), torch.cat(logvar_parts)
+    core, detail = vae.split(mu)
+    logvar_core, logvar_detail = vae.split(logvar)
+    partner = torch.roll(torch.arange(len(held)), 1)
+    sums = torch.zeros(6, device=device)  # mse, ssim, structure, appearance, kl x2
+    for i in range(0, len(held), EVAL_BATCH):
+        index = torch.arange(i, min(i + EVAL_BATCH, len(held)))
+        x = held.images[index].to(device, non_blocking=True)
+        on = index.to(device)
+        recon = vae.decode(mu[on])
+        b = len(index)
+        sums[0] += (recon.float() - x).square().sum() / x[0].numel()
+        sums[1] += ssim(recon.float(), x) * b
+        sums[4] += kl_divergence(core[on], logvar_core[on]) * b
+        sums[5] += kl_divergence(detail[on], logvar_detail[on]) * b
+        if factors is not None:
+            other = partner[index]
+            swapped = vae.decode(vae.join(core[on], detail[other.to(device)]))
+            first = {key: v[index] for key, v in factors.items()}
+            second = {key: v[other] for key, v in factors.items()}
+            scores = swap_scores(swapped.float(), first, second)
+            sums[2] += scores[0] * b
+            sums[3] += scores[1] * b
+    vae.train(training)
+    mse, ssim_, structure, appearance, kl_core, kl_detail = (sums / len(held)).tolist()
+    if factors is None:
+        structure = appearance = float("nan")
+    return {
+        "heldout_mse": mse,
+        "heldout_mean_mse": mean_mse,
+        "heldout_ssim": ssim_,
+        "heldout_kl_core": kl_core,
+        "heldout_kl_detail": kl_detail,
+        "swap_structure": structure,
+        "swap_appearance": appearance,
+    }
 
 
 def _quiet(message: str) -> None:

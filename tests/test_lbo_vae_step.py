@@ -1,0 +1,99 @@
+"""The LBO-VAE step's two guards of the objective: met constraints and gradient clipping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig  # noqa: E402
+from constraint_sched.adapters.torch.lbo_vae._goals import OBJECTIVE_GOALS  # noqa: E402
+from constraint_sched.adapters.torch.lbo_vae._step import EMA_DECAY, Stepper  # noqa: E402
+from constraint_sched.adapters.torch.lbo_vae._train import Run  # noqa: E402
+
+SMALL = TrainConfig(
+    epochs=1, images=32, heldout=32, batch_size=16, image_size=16, width=4, disc_width=4,
+    core_dims=2, detail_dims=2, calibration_steps=1, device="cpu",
+)  # fmt: skip
+
+
+def quiet(message: str) -> None:
+    """Swallow the run's messages."""
+
+
+@pytest.fixture
+def stepper(tmp_path: Path) -> Stepper:
+    torch.manual_seed(0)
+    return Run(SMALL, tmp_path, progress=False, print_=quiet).stepper
+
+
+def set_gradients(stepper: Stepper, scale: float) -> list[torch.Tensor]:
+    grads = []
+    for i, p in enumerate(stepper.vae.parameters()):
+        p.grad = torch.full_like(p, scale * (1 + i % 3))
+        grads.append(p.grad)
+    return grads
+
+
+def norm(grads: list[torch.Tensor]) -> float:
+    return math.sqrt(sum(float(g.square().sum()) for g in grads))
+
+
+def test_an_ordinary_step_is_not_clipped_and_starts_the_running_mean(stepper: Stepper) -> None:
+    grads = set_gradients(stepper, 1e-3)
+    before = norm(grads)
+    stepper._clip_gradients(active=True)
+    assert norm(grads) == pytest.approx(before, rel=1e-6)
+    assert float(stepper.norm_ema) == pytest.approx(before, rel=1e-6)
+
+
+def test_a_spike_is_clipped_to_the_clip_times_the_running_mean(stepper: Stepper) -> None:
+    set_gradients(stepper, 1e-3)
+    stepper._clip_gradients(active=True)
+    mean = float(stepper.norm_ema)
+    spike = set_gradients(stepper, 1.0)  # a barrier near its bound: a thousand times the norm
+    stepper._clip_gradients(active=True)
+    assert stepper.clip is not None
+    assert norm(spike) == pytest.approx(stepper.clip * mean, rel=1e-5)
+    expected = EMA_DECAY * mean + (1 - EMA_DECAY) * stepper.clip * mean
+    assert float(stepper.norm_ema) == pytest.approx(expected, rel=1e-5)
+
+
+def test_calibration_steps_are_left_alone_and_restart_the_running_mean(stepper: Stepper) -> None:
+    set_gradients(stepper, 1e-3)
+    stepper._clip_gradients(active=True)
+    grads = set_gradients(stepper, 1.0)
+    stepper._clip_gradients(active=False)
+    assert norm(grads) == pytest.approx(norm(set_gradients(stepper, 1.0)), rel=1e-6)
+    assert float(stepper.norm_ema) == 0.0
+
+
+def test_the_levels_leave_the_objective_alone(stepper: Stepper) -> None:
+    levels = {n: math.exp(lm) for n, lm in stepper._log_met.items()}
+    assert set(levels).isdisjoint(OBJECTIVE_GOALS)
+    assert levels["edge"] == pytest.approx(SMALL.met)
+    assert levels["swap_hist"] == pytest.approx(SMALL.swap_met)
+    assert levels["kl_core"] == pytest.approx(SMALL.kl_met)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_a_constraint_scores_one_once_met_and_keeps_its_gradient_below(
+    stepper: Stepper, share: float
+) -> None:
+    # Before discovery the KL ceiling is 1e9: a KL of share * 1e9 scores about 1 - share.
+    value = torch.tensor(share * 1e9, requires_grad=True)
+    (log_score,) = stepper.log_scores({"kl_core": value}).values()
+    raw = float(stepper.schedulers.log_score("kl_core", value.detach()))
+    expected = min(0.0, raw - math.log(SMALL.kl_met))
+    (grad,) = torch.autograd.grad(log_score, value)
+    got = log_score.item() if not log_score.requires_grad else log_score.detach().item()
+    assert got == pytest.approx(expected, abs=1e-5)
+    if 1 - share >= SMALL.kl_met:  # met: a score of 1, no pull
+        assert got == 0.0
+        assert grad.item() == 0.0
+    else:  # not met: it pulls the KL down
+        assert got < 0.0
+        assert grad.item() < 0.0
