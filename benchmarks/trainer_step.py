@@ -29,6 +29,9 @@ of the trainer's ``shapes`` images:
   trained every other step, when the step was accepted (the host knows, so
   there is nothing to snapshot or undo: the same result as ours, which trains
   it and undoes that on a rejected step).
+  Both arms score the constraint goals against their ``met`` levels and clip
+  the gradient to ``gradient_clip`` times its running mean; the original
+  reads the norm on the host.
 
 So the two arms differ exactly in the host reads, the list bookkeeping and the
 clone / deepcopy rollback. A check before the timing runs one step of each
@@ -100,6 +103,7 @@ from constraint_sched.adapters.torch.lbo_vae import (
     compute,
     group_tree,
 )
+from constraint_sched.adapters.torch.lbo_vae._step import EMA_DECAY
 
 # -- the original way ---------------------------------------------------------------------------
 
@@ -123,6 +127,11 @@ class OriginalStep:
         barriers: The goals whose bound a step may not cross (the trainer's
             `Stepper.barriers`: the KL halves with ``kl_hard_ceiling``, else none).
         steps: The step counter to start from (the discriminator trains on even steps).
+        met: The trainer's levels at which a constraint goal counts as met
+            (`Stepper`'s ``met``): its log score is ``min(0, log score - log level)``.
+        clip: The trainer's gradient clip (a multiple of the running mean of the
+            norms); the norm is read on the host here.
+        norm_ema: That running mean where the trainer's stands (0: none yet).
     """
 
     def __init__(
@@ -136,8 +145,13 @@ class OriginalStep:
         specs: dict[str, ConstraintSpec],
         barriers: Sequence[str],
         steps: int,
+        met: dict[str, float] | None = None,
+        clip: float | None = None,
+        norm_ema: float = 0.0,
     ) -> None:
         self.forward, self.vae, self.disc = forward, vae, disc
+        self.log_met = {name: math.log(level) for name, level in (met or {}).items()}
+        self.clip, self.norm_ema = clip, norm_ema
         self.optimizer, self.disc_optimizer = optimizer, disc_optimizer
         self.goals, self.specs, self.barriers = tuple(goals), specs, tuple(barriers)
         self.objective = LBOObjective(group_tree(self.goals))
@@ -147,8 +161,12 @@ class OriginalStep:
 
     def log_scores(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every goal's log score by the core's spec, bounds as Python floats."""
-        specs = self.specs
-        return {name: specs[name].log_score(value) for name, value in metrics.items()}
+        specs, log_met = self.specs, self.log_met
+        logs = {name: specs[name].log_score(value) for name, value in metrics.items()}
+        return {
+            name: (value - log_met[name]).clamp_max(0.0) if name in log_met else value
+            for name, value in logs.items()
+        }
 
     def __call__(self, x: torch.Tensor) -> tuple[float, bool]:
         """One step on batch ``x``; returns the loss before the step and whether it was rejected."""
@@ -173,6 +191,8 @@ class OriginalStep:
             return loss_value, True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        if self.clip is not None:
+            self._clip()
         self.optimizer.step()
         with torch.no_grad():
             after = self.forward(x, noise, perturb, perm)
@@ -204,6 +224,18 @@ class OriginalStep:
                 self._train_disc(x, after.recon, after.swap)
         self.steps += 1
         return loss_value, rejected
+
+    def _clip(self) -> None:
+        """The trainer's gradient clipping, with the norm read on the host."""
+        assert self.clip is not None
+        grads = [p.grad for p in self.vae.parameters() if p.grad is not None]
+        with self.label("original: host reads"):
+            norm = math.sqrt(sum(float(g.square().sum().item()) for g in grads))
+        ema = self.norm_ema if self.norm_ema > 0 else norm
+        factor = min(1.0, self.clip * ema / max(norm, 1e-12))
+        for g in grads:
+            g.mul_(factor)
+        self.norm_ema = EMA_DECAY * ema + (1.0 - EMA_DECAY) * norm * factor
 
     def _train_disc(self, x: torch.Tensor, recon: torch.Tensor, swap: torch.Tensor) -> None:
         disc = self.disc
@@ -260,6 +292,9 @@ class Arms:
             specs,
             self.stepper.barriers,
             self.stepper.steps,
+            met=self.stepper.met,
+            clip=self.stepper.clip,
+            norm_ema=float(self.stepper.norm_ema),
         )
         self.ours_flags: list[torch.Tensor] = []  # each step's reject flag, read after the timing
 

@@ -36,6 +36,7 @@ from constraint_sched.adapters.torch.lbo_vae._goals import (
     compute,
     default_goals,
     group_tree,
+    met_levels,
 )
 from constraint_sched.adapters.torch.lbo_vae._model import (
     LBOVAE,
@@ -54,6 +55,8 @@ from constraint_sched.adapters.torch.lbo_vae._step import (
 )
 from constraint_sched.adapters.torch.lbo_vae._train import (
     Run,
+    evaluate_heldout,
+    load_data,
 )
 
 __all__ = [
@@ -75,11 +78,14 @@ __all__ = [
     "count_parameters",
     "default_goals",
     "digits",
+    "evaluate_heldout",
     "folder",
     "group_tree",
     "load_config",
+    "load_data",
     "load_images",
     "main",
+    "met_levels",
     "render",
     "render_mask",
     "shapes",

@@ -101,6 +101,8 @@ class Stepper:
             about 10 steps, restarted when calibration ends), so that a
             steep score (a barrier near its bound) cannot give one step
             the weight of hundreds in Adam's moments; None: no clipping.
+            Under ``torch.distributed`` each rank clips its own gradient
+            before the ranks' gradients are averaged.
     """
 
     def __init__(
@@ -129,7 +131,9 @@ class Stepper:
         self.barriers = tuple(n for n in barriers if n in self._scheduled)
         self.agree = agree
         self.features = features
-        self._log_met = {name: math.log(level) for name, level in (met or {}).items()}
+        self.met = dict(met or {})
+        """The constraint goals' levels (`met_levels`), by goal name."""
+        self._log_met = {name: math.log(level) for name, level in self.met.items()}
         self.clip = clip
         self.norm_ema = torch.zeros(())
         """The running mean of the clipped gradient norms (0: none yet); in checkpoints."""
