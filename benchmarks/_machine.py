@@ -9,10 +9,12 @@ is imported only inside the functions that the torch benchmarks call, so that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,3 +171,22 @@ def write_json(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=default) + "\n", encoding="utf-8")
     print(f"\n{what} written to {path}")
+
+
+@contextlib.contextmanager
+def output(folder: Path | None, prefix: str) -> Iterator[Path]:
+    """``folder`` (made, and kept), or a temporary folder (deleted) for the runs' outputs.
+
+    Args:
+        folder: The ``--out`` folder, or None.
+        prefix: The temporary folder's name prefix, e.g. ``"lr-sweep-"``.
+
+    Yields:
+        The folder to write the runs into.
+    """
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield Path(scratch)

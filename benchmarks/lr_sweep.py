@@ -47,13 +47,11 @@ tens of times longer when one of them is descheduled.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,17 +236,6 @@ def parse_lrs(text: str) -> tuple[float, ...]:
     return lrs
 
 
-@contextlib.contextmanager
-def output(folder: Path | None) -> Iterator[Path]:
-    """``folder`` (kept), or a temporary folder (deleted) for the runs' outputs."""
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="lr-sweep-") as scratch:
-        yield Path(scratch)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep and print the table.
 
@@ -325,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
 
     records: list[dict[str, Any]] = []
-    with output(args.out) as folder:
+    with _machine.output(args.out, "lr-sweep-") as folder:
         discovered = {}
         for lr in args.lrs if "discovered" in args.arms else ():
             config = base.replace(lr=lr)

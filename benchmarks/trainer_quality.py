@@ -68,14 +68,12 @@ other at every operator.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import shlex
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -884,17 +882,6 @@ def parse_betas(text: str) -> tuple[float, ...]:
     return betas
 
 
-@contextlib.contextmanager
-def output(folder: Path | None) -> Iterator[Path]:
-    """``folder`` (kept), or a temporary folder (deleted) for the runs' outputs."""
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="trainer-quality-") as scratch:
-        yield Path(scratch)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every arm on every seed; print the tables, the ratios and the goal checks.
 
@@ -973,7 +960,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
 
     results: list[dict[str, Any]] = []
-    with output(args.out) as folder:
+    with _machine.output(args.out, "trainer-quality-") as folder:
         for seed in seeds:
             config = TrainConfig(seed=seed, **overrides)
             results.append(
