@@ -136,6 +136,9 @@ def fix_ceiling(run: Run, fixed: float) -> None:
         old.disc_optimizer,
         barriers=old.barriers,
         agree=old.agree,
+        features=old.features,
+        met=old.met,
+        clip=old.clip,
     )
 
 

@@ -96,3 +96,29 @@ def test_sweep_fixed_ceiling_is_the_reference_runs(sweep_run: tuple[str, dict]) 
         assert all(c <= fixed for c in ceilings)
         assert run["ceiling_epoch_2"] == fixed
         assert run["final_kl_over_target"] == pytest.approx(run["final_kl"] / run["kl_target"])
+
+
+def test_the_fixed_arm_steps_like_the_trainer_but_for_its_ceiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The v17c arm rebuilds the run's Stepper over its own KL scheduler: every
+    # other setting of the step (met levels, clipping, features) must be the trainer's.
+    pytest.importorskip("torch")
+    lbo_vae = pytest.importorskip("constraint_sched.adapters.torch.lbo_vae")
+    monkeypatch.syspath_prepend(str(SWEEP_SCRIPT.parent))
+    import lr_sweep
+
+    config = lbo_vae.TrainConfig(
+        epochs=1, images=32, heldout=32, batch_size=16, image_size=16, width=4, disc_width=4,
+        core_dims=2, detail_dims=2, calibration_steps=1, device="cpu",
+    )  # fmt: skip
+    run = lbo_vae.Run(config, tmp_path, progress=False, print_=lambda _: None)
+    before = run.stepper
+    lr_sweep.fix_ceiling(run, 50.0)
+    after = run.stepper
+    assert after is not before
+    assert after.met == before.met
+    assert after.met  # the constraints have levels
+    assert after.clip == before.clip == config.gradient_clip
+    assert after.features is before.features
+    assert after.barriers == before.barriers
