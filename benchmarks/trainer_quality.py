@@ -79,12 +79,10 @@ from typing import Any
 
 import _machine
 import attrs
-import numpy as np
 import torch
 
 from constraint_sched.adapters.torch.lbo_vae import (
     ImageSet,
-    ModelConfig,
     Run,
     TrainConfig,
     _train,
@@ -210,43 +208,6 @@ def _phase_order(phase: str) -> int:
     return PHASES.index(phase) if phase in PHASES else len(PHASES)
 
 
-def model_config(config: TrainConfig, channels: int) -> ModelConfig:
-    """The `ModelConfig` a `Run` of ``config`` builds: the beta-VAE's architecture."""
-    return ModelConfig(
-        image_size=config.image_size,
-        channels=channels,
-        core_dims=config.core_dims,
-        detail_dims=config.detail_dims,
-        width=config.width,
-        disc_width=config.disc_width,
-    )
-
-
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch's batches as the trainer makes them: a seeded order, the last partial one dropped.
-
-    Args:
-        n: The training images.
-        batch_size: The batch size.
-        generator: The order's generator (seeded with the run's seed, drawn once per epoch).
-
-    Returns:
-        The batches' indices (the partial one only when there is no full one).
-    """
-    order = torch.randperm(n, generator=generator)
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    return [b for b in batches if len(b) == batch_size] or batches
-
-
-def _seed(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators as a `Run` does."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def train_beta_vae(
     config: TrainConfig,
     train: ImageSet,
@@ -279,8 +240,8 @@ def train_beta_vae(
         ``beta``, the held-out figures, ``heldout_kl`` (core + detail), the
         steps, the last epoch's mean loss and the seconds of training.
     """
-    _seed(config.seed)
-    vae, _ = build(model_config(config, int(train.images.shape[1])))
+    _train._seed_everything(config.seed)
+    vae, _ = build(_train.model_config(config, int(train.images.shape[1])))
     vae = vae.to(device)
     vae.train()
     fused = True if device.type == "cuda" else None
@@ -291,7 +252,7 @@ def train_beta_vae(
     started = time.perf_counter()
     for _ in range(epochs):
         loss_sum.zero_()
-        batches = epoch_batches(len(train), config.batch_size, generator)
+        batches = _train.epoch_batches(len(train), config.batch_size, generator)
         for index in batches:
             x = train.images[index].to(device, non_blocking=True)
             mu, logvar = vae.encode(x)

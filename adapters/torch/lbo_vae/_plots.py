@@ -192,8 +192,8 @@ def _rebuild(
 
     Not through `Run`: making one truncates ``metrics.jsonl``.
     """
-    from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, ModelConfig
-    from constraint_sched.adapters.torch.lbo_vae._train import load_data
+    from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE
+    from constraint_sched.adapters.torch.lbo_vae._train import load_data, model_config
 
     try:
         _, data = load_data(config)
@@ -203,16 +203,7 @@ def _rebuild(
             stacklevel=3,
         )
         return None
-    vae = LBOVAE(
-        ModelConfig(
-            image_size=config.image_size,
-            channels=int(data.images.shape[1]),
-            core_dims=config.core_dims,
-            detail_dims=config.detail_dims,
-            width=config.width,
-            disc_width=config.disc_width,
-        )
-    )
+    vae = LBOVAE(model_config(config, int(data.images.shape[1])))
     vae.load_state_dict(state["vae"])
     return vae, data
 

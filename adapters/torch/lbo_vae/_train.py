@@ -119,6 +119,28 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
         ) from None
 
 
+def model_config(config: TrainConfig, channels: int) -> ModelConfig:
+    """The sizes of the networks a run of ``config`` builds, for images of ``channels``."""
+    return ModelConfig(
+        image_size=config.image_size,
+        channels=channels,
+        core_dims=config.core_dims,
+        detail_dims=config.detail_dims,
+        width=config.width,
+        disc_width=config.disc_width,
+    )
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of ``n`` images: a random order from ``generator``, in full batches.
+
+    The last, partial batch is dropped, unless there is no full one.
+    """
+    order = torch.randperm(n, generator=generator)
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [b for b in batches if len(b) == batch_size] or batches
+
+
 class Run:
     """An LBO-VAE run: everything it trains and schedules, and what it writes to ``out``.
 
@@ -166,15 +188,7 @@ class Run:
                 f"{len(self.data.images)} images make fewer batches of {config.batch_size} than "
                 f"the {self.world} ranks: use more images or a smaller batch_size (per rank)"
             )
-        model_config = ModelConfig(
-            image_size=config.image_size,
-            channels=int(self.data.images.shape[1]),
-            core_dims=config.core_dims,
-            detail_dims=config.detail_dims,
-            width=config.width,
-            disc_width=config.disc_width,
-        )
-        vae, disc = build(model_config)
+        vae, disc = build(model_config(config, int(self.data.images.shape[1])))
         self.vae, self.disc = vae.to(self.device), disc.to(self.device)
         # fused: the step state stays on the GPU, so a rollback needs no host sync
         fused = True if self.device.type == "cuda" else None
@@ -246,9 +260,7 @@ class Run:
         kl = self.collection["kl"]
         phase, ceiling = kl.phase.name, kl.bound
         n = len(self.data.images)
-        order = torch.randperm(n, generator=self.generator)
-        batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-        batches = [b for b in batches if len(b) == cfg.batch_size] or batches
+        batches = epoch_batches(n, cfg.batch_size, self.generator)
         if self.world > 1:  # this rank's shard; its own noise, a function of the epoch
             batches = _distributed.shard(batches, self.rank, self.world)
             torch.manual_seed(_distributed.rank_seed(cfg.seed, self.epoch, self.rank))
