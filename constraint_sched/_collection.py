@@ -6,8 +6,9 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, SupportsFloat
 
 from constraint_sched import _state
-from constraint_sched._events import Event
-from constraint_sched._scheduler import Callback, ConstraintScheduler
+from constraint_sched._events import EpochStats, Event
+from constraint_sched._phases import Phase
+from constraint_sched._scheduler import Callback, ConstraintScheduler, Count, check_count
 from constraint_sched._spec import ConstraintSpec
 from constraint_sched._tally import Tally
 
@@ -22,6 +23,12 @@ class SchedulerCollection:
     every scheduler), one `advance_epoch` per epoch, and saves one
     `state_dict`. Spec names must be unique across the collection; schedulers
     are looked up by their own name (``collection["kl_core+kl_detail"]``).
+
+    State reads the same as on a `ConstraintScheduler`: by spec name with
+    `phase_of`, `bound_of` and `last_epoch_of`, for all at once with
+    `phases`; and, when the collection holds exactly one scheduler, as the
+    plain properties `phase`, `bound` and `last_epoch` (with several they
+    raise a ``ValueError`` that says which method to use instead).
 
     Args:
         schedulers: The schedulers; their names and spec names must be unique.
@@ -43,6 +50,8 @@ class SchedulerCollection:
         ['discovered', 'held', 'discovered', 'held']
         >>> both.spec("mse").scale, both.spec("kl").margin
         (0.3, 1200.0)
+        >>> both.phase_of("kl"), both.bound_of("kl")
+        (<Phase.HOLD: 2>, 1200.0)
     """
 
     def __init__(
@@ -98,6 +107,70 @@ class SchedulerCollection:
         """The current epoch (every scheduler advances together)."""
         return next(iter(self._schedulers.values())).epoch if self._schedulers else 1
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every spec name, scheduler by scheduler."""
+        return tuple(self._route)
+
+    @property
+    def phase(self) -> Phase:
+        """The phase of the collection's one scheduler.
+
+        Raises:
+            ValueError: The collection holds several schedulers (or none): use
+                `phase_of` with a spec name, or `phases`.
+        """
+        return self._only("phase", "phase_of").phase
+
+    @property
+    def phases(self) -> dict[str, Phase]:
+        """The phase of every spec (its scheduler's), by spec name."""
+        return {name: scheduler.phase for name, scheduler in self._route.items()}
+
+    def phase_of(self, name: str) -> Phase:
+        """The phase of the scheduler holding spec ``name``.
+
+        Raises:
+            KeyError: No scheduler has that spec.
+        """
+        return self._scheduler_of(name).phase
+
+    @property
+    def bound(self) -> float:
+        """The bound in force of the collection's one scheduler.
+
+        Raises:
+            ValueError: The collection holds several schedulers (or none): use
+                `bound_of` with a spec name.
+        """
+        return self._only("bound", "bound_of").bound
+
+    def bound_of(self, name: str) -> float:
+        """The bound in force for spec ``name``: its scheduler's `ConstraintScheduler.bound`.
+
+        Raises:
+            KeyError: No scheduler has that spec.
+        """
+        return self._scheduler_of(name).bound
+
+    @property
+    def last_epoch(self) -> EpochStats | None:
+        """What the last completed epoch saw, for the collection's one scheduler.
+
+        Raises:
+            ValueError: The collection holds several schedulers (or none): use
+                `last_epoch_of` with a spec name.
+        """
+        return self._only("last_epoch", "last_epoch_of").last_epoch
+
+    def last_epoch_of(self, name: str) -> EpochStats | None:
+        """`ConstraintScheduler.last_epoch` of the scheduler holding spec ``name``.
+
+        Raises:
+            KeyError: No scheduler has that spec.
+        """
+        return self._scheduler_of(name).last_epoch
+
     def spec(self, name: str) -> ConstraintSpec:
         """The spec called ``name`` with its scheduler's current bound applied."""
         return self._scheduler_of(name).spec(name)
@@ -130,10 +203,20 @@ class SchedulerCollection:
         """
         self._scheduler_of(name).merge(name, tally, log=log)
 
-    def reject(self, count: int = 1) -> None:
-        """Count ``count`` rejected steps in every scheduler."""
+    def reject(self, count: Count = 1) -> None:
+        """Count ``count`` rejected steps in every scheduler.
+
+        Args:
+            count: As for `ConstraintScheduler.reject`: an int >= 0, a bool,
+                or a numpy bool or integer scalar.
+
+        Raises:
+            TypeError: A count of another type. Nothing is counted.
+            ValueError: A negative count. Nothing is counted.
+        """
+        value = check_count(count, "SchedulerCollection.reject")
         for scheduler in self._schedulers.values():
-            scheduler.reject(count)
+            scheduler.reject(value)
 
     def advance_epoch(
         self, *, log: bool = True, tighten: bool | Collection[str] = True
@@ -198,6 +281,16 @@ class SchedulerCollection:
             for name, scheduler in self._schedulers.items():
                 scheduler.load_state_dict(backups[name])
             raise
+
+    def _only(self, what: str, instead: str) -> ConstraintScheduler:
+        """The one scheduler, for a property that reads one value; else a ValueError."""
+        if len(self._schedulers) == 1:
+            return next(iter(self._schedulers.values()))
+        raise ValueError(
+            f"SchedulerCollection.{what} needs exactly one scheduler, and this collection has "
+            f"{len(self._schedulers)} ({list(self._schedulers)}): use {instead}(name) with a "
+            f"spec name, one of {list(self._route)}"
+        )
 
     def _scheduler_of(self, name: str) -> ConstraintScheduler:
         try:

@@ -98,8 +98,8 @@ class Probe(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        bound = self.constraints.bound("kl", dtype=torch.float64)
-        self.seen_bounds.append((self.current_epoch, self.constraints.phase("kl"), bound.item()))
+        bound = self.constraints.bound_tensor("kl", dtype=torch.float64)
+        self.seen_bounds.append((self.current_epoch, self.constraints.phase_of("kl"), bound.item()))
 
     def on_train_epoch_end(self) -> None:  # called after the callbacks' own
         self.events.extend(self.constraints.last_events)
@@ -179,15 +179,15 @@ def test_bounds_move_as_the_core_says_for_the_logged_values(accumulate: Any) -> 
 
 def test_bound_is_one_tensor_on_the_modules_device_updated_in_place() -> None:
     callback = ConstraintCallback(build())
-    assert callback.bound("kl").item() == 1e9  # before any fit: on the CPU
+    assert callback.bound_tensor("kl").item() == 1e9  # before any fit: on the CPU
     model = Probe(callback)
     trainer(3, [callback]).fit(model, data())
-    ceiling = callback.bound("kl")
-    assert ceiling is callback.bound("kl")
+    ceiling = callback.bound_tensor("kl")
+    assert ceiling is callback.bound_tensor("kl")
     assert ceiling.device == model.device
     assert ceiling.item() == pytest.approx(callback.spec("kl").upper, rel=1e-6)
     assert callback.spec("kl").upper > KL_TARGET
-    assert callback.bound("kl", dtype=torch.float64).dtype == torch.float64
+    assert callback.bound_tensor("kl", dtype=torch.float64).dtype == torch.float64
     x = torch.tensor(2.0, requires_grad=True)
     score = callback.score("kl", x)
     score.backward()
@@ -359,10 +359,10 @@ def test_state_dict_round_trip() -> None:
     state = callback.state_dict()
     json.dumps(state, allow_nan=False)  # plain data
     fresh = ConstraintCallback(build())
-    ceiling = fresh.bound("kl")
+    ceiling = fresh.bound_tensor("kl")
     fresh.load_state_dict(state)
     assert fresh.state_dict() == state
-    assert (fresh.scheduler.epoch, fresh.phase("kl")) == (4, Phase.SQUEEZE)
+    assert (fresh.scheduler.epoch, fresh.phase_of("kl")) == (4, Phase.SQUEEZE)
     assert ceiling.item() == pytest.approx(callback.spec("kl").upper, rel=1e-6)  # updated in place
     other = ConstraintCallback(
         SchedulerCollection(

@@ -260,7 +260,7 @@ def run_epochs(rank: int, name: str, mode: str, out: Path) -> dict[str, Any]:
     seen: list[str] = []
     for s in schedulers(sched.core):
         s.add_callback(lambda e: seen.append(e.kind))
-    cached = {n: sched.bound(n, dtype=torch.float64) for n in sched.names}
+    cached = {n: sched.bound_tensor(n, dtype=torch.float64) for n in sched.names}
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {"rank": rank, "epochs": rows, "callbacks": seen}
     for epoch in range(1, epochs + 1):
@@ -271,9 +271,9 @@ def run_epochs(rank: int, name: str, mode: str, out: Path) -> dict[str, Any]:
                 **core_row(sched.core),
                 "events": [event_row(e) for e in events],
                 "adapter_epoch": sched.epoch,
-                "adapter_phases": {n: sched.phase(n).name for n in sched.names},
+                "adapter_phases": {n: p.name for n, p in sched.phases.items()},
                 "cached_bounds": {n: float(t) for n, t in cached.items()},
-                "fresh_bounds": {n: float(sched.bound(n)) for n in sched.names},
+                "fresh_bounds": {n: float(sched.bound_tensor(n)) for n in sched.names},
                 "tallies": {n: tally_row(t) for n, t in sched.last_tallies.items()},
                 "means": sched.last_means,
                 "core_state": sched.core.state_dict(),
@@ -540,8 +540,11 @@ def test_checkpoint_at_an_epoch_boundary_restores_on_one_process(ceiling: Any) -
     fresh.load_state_dict(saved["scheduler"])
     at = rank0["epochs"][CHECKPOINT_AFTER - 1]
     assert fresh.epoch == at["epoch"] == CHECKPOINT_AFTER + 1
-    assert fresh.phase("kl_core").name == at["phases"]["kl_core+kl_detail"]
-    assert float(fresh.bound("kl_core", dtype=torch.float64)) == at["bounds"]["kl_core+kl_detail"]
+    assert fresh.phase_of("kl_core").name == at["phases"]["kl_core+kl_detail"]
+    assert (
+        float(fresh.bound_tensor("kl_core", dtype=torch.float64))
+        == at["bounds"]["kl_core+kl_detail"]
+    )
 
     # Fed both ranks' later steps, the restored scheduler moves as the ranks did.
     for epoch in range(CHECKPOINT_AFTER + 1, SCENARIOS["ceiling"][2] + 1):
@@ -555,7 +558,7 @@ def test_checkpoint_at_an_epoch_boundary_restores_on_one_process(ceiling: Any) -
         row = rank0["epochs"][epoch - 1]
         assert [event_row(e) for e in events] == row["events"]
         assert fresh.core.bound == row["bounds"]["kl_core+kl_detail"]
-        assert fresh.phase("kl_detail").name == row["phases"]["kl_core+kl_detail"]
+        assert fresh.phase_of("kl_detail").name == row["phases"]["kl_core+kl_detail"]
 
 
 def test_floor_is_the_min_across_ranks(tmp_path: Path) -> None:

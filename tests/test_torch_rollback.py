@@ -485,7 +485,11 @@ def test_errors() -> None:
     guard = RollbackGuard(model, opt)
     guard.snapshot()
     cases += [
-        (lambda: guard.restore_if(True), TypeError, r"flag must be a torch\.bool tensor, got bool"),
+        (
+            lambda: guard.restore_if(1.0),
+            TypeError,
+            r"flag must be a torch\.bool tensor or a bool, got float 1\.0",
+        ),
         (
             lambda: guard.restore_if(torch.tensor(1.0)),
             TypeError,

@@ -70,8 +70,9 @@ def assert_same_schedule(sched: TorchScheduler, reference: Core) -> None:
         assert mine.last_epoch == theirs.last_epoch
         for name in theirs.names:
             assert sched.spec(name) == theirs.spec(name)
-            assert sched.phase(name) is theirs.phase
-            assert sched.bound(name, dtype=torch.float64).item() == theirs.bound
+            assert sched.phase_of(name) is theirs.phase
+            assert sched.bound_tensor(name, dtype=torch.float64).item() == theirs.bound
+            assert sched.bound_of(name) == theirs.bound
 
 
 def kinds_collection() -> SchedulerCollection:
@@ -236,8 +237,8 @@ def test_seed_kl_ceiling_epoch_by_epoch(feed: str) -> None:
             assert events[0].new == MAX_KL_CORE
             assert events[0].per_spec == {"kl_core": MAX_KL_CORE, "kl_detail": MAX_KL_DETAIL}
         elif epoch + 1 in KL_TABLE:
-            assert sched.bound(dtype=torch.float64).item() == KL_TABLE[epoch + 1]
-    assert sched.phase("kl_core") is Phase.CONVERGED
+            assert sched.bound_tensor(dtype=torch.float64).item() == KL_TABLE[epoch + 1]
+    assert sched.phase_of("kl_core") is Phase.CONVERGED
     assert sched.core.bound == 3000.0
 
 
@@ -422,24 +423,24 @@ def test_last_tallies_and_means_count_valid_values_only() -> None:
 
 def test_bound_is_one_tensor_per_device_and_dtype_updated_in_place() -> None:
     sched = TorchScheduler(seed_core())
-    ceiling = sched.bound("kl_core")
-    wide = sched.bound(dtype=torch.float64)
+    ceiling = sched.bound_tensor("kl_core")
+    wide = sched.bound_tensor(dtype=torch.float64)
     assert ceiling.dtype == torch.get_default_dtype()
     assert ceiling.shape == ()
-    assert sched.bound("kl_detail") is ceiling  # the specs share one bound
-    assert sched.bound(device="cpu") is ceiling
-    assert sched.bound(device=torch.device("cpu"), dtype=torch.float64) is wide
+    assert sched.bound_tensor("kl_detail") is ceiling  # the specs share one bound
+    assert sched.bound_tensor(device="cpu") is ceiling
+    assert sched.bound_tensor(device=torch.device("cpu"), dtype=torch.float64) is wide
     assert wide is not ceiling
     assert wide.item() == 1e9  # the specs' own ceiling during discovery
-    elsewhere = sched.bound(device="meta")  # another device: another tensor, there
+    elsewhere = sched.bound_tensor(device="meta")  # another device: another tensor, there
     assert elsewhere.device.type == "meta"
     assert elsewhere is not ceiling
     sched.observe({"kl_core": MAX_KL_CORE, "kl_detail": MAX_KL_DETAIL})
     for epoch in range(1, 15):
         sched.advance_epoch()
-        assert sched.bound("kl_core") is ceiling
-        assert sched.bound(dtype=torch.float64) is wide
-        assert sched.bound("kl_detail", device=torch.device("meta")) is elsewhere
+        assert sched.bound_tensor("kl_core") is ceiling
+        assert sched.bound_tensor(dtype=torch.float64) is wide
+        assert sched.bound_tensor("kl_detail", device=torch.device("meta")) is elsewhere
         assert wide.item() == sched.core.bound
         assert ceiling.item() == pytest.approx(sched.core.bound, rel=1e-6)
         assert wide.item() == (MAX_KL_CORE if epoch == 1 else KL_TABLE[epoch + 1])
@@ -448,11 +449,11 @@ def test_bound_is_one_tensor_per_device_and_dtype_updated_in_place() -> None:
 def test_bound_needs_a_name_with_several_schedulers_and_a_floating_dtype() -> None:
     sched = TorchScheduler(kinds_collection())
     with pytest.raises(TypeError, match="name the spec"):
-        sched.bound()
+        sched.bound_tensor()
     with pytest.raises(TypeError, match="floating dtype"):
-        sched.bound("up", dtype=torch.int64)
+        sched.bound_tensor("up", dtype=torch.int64)
     with pytest.raises(KeyError, match="no spec 'nope'"):
-        sched.bound("nope")
+        sched.bound_tensor("nope")
 
 
 def test_parameters_are_cached_tensors_that_follow_the_spec() -> None:
@@ -544,7 +545,7 @@ def compile_case(case: str) -> tuple[TorchScheduler, Callable[[Any], Any], Calla
         sched.observe({"kl_core": 40000.0, "kl_detail": 30000.0})
 
         def loss(t: Any) -> Any:
-            return t / sched.bound("kl_core", dtype=torch.float64)
+            return t / sched.bound_tensor("kl_core", dtype=torch.float64)
 
         return sched, loss, lambda: [v / sched.core.bound for v in x]
     spec = {
@@ -697,7 +698,7 @@ def test_a_restored_scheduler_behaves_identically_for_the_rest_of_the_run(
         half_epoch(original, epochs_done + 1, 0)
     state = original.state_dict()
     clone = TorchScheduler(checkpoint_core(), accumulate=accumulate)
-    ceiling = clone.bound("kl_core", dtype=torch.float64)
+    ceiling = clone.bound_tensor("kl_core", dtype=torch.float64)
     clone.load_state_dict(transport(state, tmp_path))
     assert unordered(clone.state_dict()) == unordered(state)
     assert ceiling.item() == original.core["kl_core+kl_detail"].bound  # updated in place
@@ -798,7 +799,7 @@ def test_a_corrupt_state_raises_naming_the_field_and_changes_nothing(
     target = TorchScheduler(checkpoint_core(), accumulate="device")
     checkpoint_drive(target, range(1, 3), skip_first_half=False)
     half_epoch(target, 3, 0)
-    ceiling = target.bound("kl_core", dtype=torch.float64)
+    ceiling = target.bound_tensor("kl_core", dtype=torch.float64)
     before = target.state_dict()
     with pytest.raises(ValueError, match=match):
         target.load_state_dict(state)
@@ -922,7 +923,7 @@ def two() -> TorchScheduler:
         pytest.param(
             lambda: one().reject(-1),
             ValueError,
-            "count must be >= 0, got -1",
+            "count must be an int >= 0, got -1",
             id="reject-negative",
         ),
         pytest.param(
@@ -980,7 +981,7 @@ def test_nonfinite_raise_refuses_a_device_value_at_the_epoch_boundary_and_change
     sched = raising(accumulate="device")
     sched.observe({"loss": torch.tensor(2.0), "kl": torch.tensor(5.0)})
     sched.observe({"loss": torch.tensor(math.nan), "kl": torch.tensor(math.nan)})  # no sync: kept
-    ceiling = sched.bound("kl")
+    ceiling = sched.bound_tensor("kl")
     before = sched.state_dict()
     with pytest.raises(ValueError, match="1 non-finite observations of 'kl'"):
         sched.advance_epoch()
@@ -1072,7 +1073,7 @@ def test_cuda_steps_never_synchronise_and_match_the_core() -> None:
                 sched.reject(~accepted)
                 if i % 50 == 0:
                     scores.append(sched.score("kl_core", x * weight))
-                    bounds.append(sched.bound("kl_core", device=device))
+                    bounds.append(sched.bound_tensor("kl_core", device=device))
         spec = reference.spec("kl_core")
         for s in scores:
             assert s.device.type == "cuda"
@@ -1141,7 +1142,7 @@ def test_a_steps_discovery_ends_inside_the_epoch_like_the_core(accumulate: str) 
             else:
                 core.observe(value)
             if i == 4 and core.epoch == 1:  # the fifth step closed the window, mid-epoch
-                assert sched.phase() is Phase.HOLD
+                assert sched.phase is Phase.HOLD
                 assert float(scale) == pytest.approx(1.1 * 0.3)
         assert sched.advance_epoch() == core.advance_epoch()
         assert (sched.core.phase, sched.core.bound) == (core.phase, core.bound)

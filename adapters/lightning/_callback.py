@@ -43,11 +43,18 @@ class ConstraintCallback(pl.Callback):
     advance, and a run resumed from it continues with the bounds and phases
     of an uninterrupted run.
 
-    The module reads the bounds through the callback: `bound` (a cached 0-d
-    tensor on the module's device, updated in place at each epoch end),
-    `spec`, `phase`, `score` and `violation`. The simplest way for a module
-    to reach its callback is to build it and return it from
-    ``configure_callbacks``.
+    The module reads the bounds through the callback, with the names of
+    `constraint_sched.adapters.torch.TorchScheduler`: `bound_tensor` (a
+    cached 0-d tensor on the module's device, updated in place at each epoch
+    end), `score` and `violation` for the loss; host values `spec`,
+    `phase_of`, `bound_of` and `phases` (and `phase`, `bound` with one
+    scheduler). The simplest way for a module to reach its callback is to
+    build it and return it from ``configure_callbacks``.
+
+    As on the `TorchScheduler`, `bound` and `phase` are properties now;
+    the old tensor call ``callback.bound(name)`` still works for one release
+    and warns (``DeprecationWarning``: use `bound_tensor`), while
+    ``callback.phase(name)`` raises ``TypeError`` (use `phase_of`).
 
     Args:
         scheduler: A core scheduler or a collection of them (wrapped in a
@@ -80,8 +87,10 @@ class ConstraintCallback(pl.Callback):
         ... )
         >>> callback.state_key
         "ConstraintCallback{'specs': ['kl']}"
-        >>> callback.phase("kl").name, callback.bound("kl")
+        >>> callback.phase_of("kl").name, callback.bound_tensor("kl")
         ('DISCOVERY', tensor(1.0000e+09))
+        >>> callback.phase, callback.bound  # one scheduler: host values, as in the core
+        (<Phase.DISCOVERY: 1>, 1000000000.0)
     """
 
     def __init__(
@@ -163,7 +172,22 @@ class ConstraintCallback(pl.Callback):
         """The events of the last epoch end, on every rank."""
         return list(self._last_events)
 
-    def bound(
+    @property
+    def bound(self) -> float:
+        """The bound in force of the one scheduler, a float (`TorchScheduler.bound`).
+
+        Calling it the old way, ``callback.bound(name, device=..., dtype=...)``,
+        still works for one release: it warns (``DeprecationWarning``) and
+        returns `bound_tensor` (on the module's device by default). With
+        several schedulers it has no float value: use `bound_of`.
+        """
+        return self._scheduler._bound_reading(self.bound_tensor, "ConstraintCallback")
+
+    def bound_of(self, name: str) -> float:
+        """The bound in force for spec ``name``, a float (host value)."""
+        return self._scheduler.bound_of(name)
+
+    def bound_tensor(
         self,
         name: str | None = None,
         *,
@@ -176,7 +200,7 @@ class ConstraintCallback(pl.Callback):
         and dtype, and the epoch's advance writes the new bound into it: read
         it in ``training_step`` (also inside a compiled loss) and treat it as
         read-only. During discovery it holds the spec's own bound (for
-        example ``1e9``).
+        example ``1e9``). (Formerly ``bound(...)``.)
 
         Args:
             name: A spec name; may be left out when there is one scheduler.
@@ -187,15 +211,29 @@ class ConstraintCallback(pl.Callback):
         Returns:
             The cached tensor.
         """
-        return self._scheduler.bound(name, device=self._device(device), dtype=dtype)
+        return self._scheduler.bound_tensor(name, device=self._device(device), dtype=dtype)
 
     def spec(self, name: str | None = None) -> ConstraintSpec:
         """The spec ``name`` with its current bound applied (host values)."""
         return self._scheduler.spec(name)
 
-    def phase(self, name: str | None = None) -> Phase:
+    @property
+    def phase(self) -> Phase:
+        """The phase of the one scheduler (`TorchScheduler.phase`).
+
+        Raises:
+            ValueError: There are several schedulers: use `phase_of`.
+        """
+        return self._scheduler.phase
+
+    def phase_of(self, name: str) -> Phase:
         """The phase of the scheduler that holds spec ``name``."""
-        return self._scheduler.phase(name)
+        return self._scheduler.phase_of(name)
+
+    @property
+    def phases(self) -> dict[str, Phase]:
+        """The phase of every spec, by spec name."""
+        return self._scheduler.phases
 
     def score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
         """The score of ``x`` under spec ``name``'s current bound (differentiable).
@@ -215,7 +253,7 @@ class ConstraintCallback(pl.Callback):
     # -- Lightning hooks -----------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Remember the module, whose device `bound` uses by default."""
+        """Remember the module, whose device `bound_tensor` uses by default."""
         self._module = pl_module
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

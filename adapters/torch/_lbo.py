@@ -83,8 +83,8 @@ class LBOObjective:
         metric has gone. (With plain scores a clamped member has no gradient.)
 
         Args:
-            scores: Every goal's score, a 0-d tensor in ``[0, 1]`` (with grad),
-                or its log score with ``log=True``.
+            scores: Every goal's score, a 0-d (or one-element) tensor in
+                ``[0, 1]`` (with grad), or its log score with ``log=True``.
             log: Whether ``scores`` holds log scores.
 
         Returns:
@@ -92,6 +92,9 @@ class LBOObjective:
 
         Raises:
             KeyError: A goal of the groups is missing from ``scores``.
+            TypeError: A goal's score is not a tensor.
+            ValueError: A goal's score holds more than one element (per-sample
+                scores: reduce them first, e.g. with ``.mean()``) or none.
 
         Examples:
             >>> objective = LBOObjective({"g": ["kl", "mse"]})
@@ -117,7 +120,7 @@ class LBOObjective:
     ) -> torch.Tensor:
         """The log of a group's score: the mean of its members' clamped log scores."""
         if isinstance(node, tuple):
-            stacked = torch.stack([scores[name].reshape(()) for name in node])
+            stacked = torch.stack([_one(name, scores[name]) for name in node])
             clamped = self._floor_log if log else self._floor_plain
             members = clamped(stacked)
         else:
@@ -159,6 +162,22 @@ def lbo_objective(
         0.5
     """
     return LBOObjective(groups, floor=floor)(scores)
+
+
+def _one(goal: str, score: object) -> torch.Tensor:
+    """A goal's score as a 0-d tensor; an error naming the goal for anything else."""
+    if not isinstance(score, torch.Tensor):
+        raise TypeError(
+            f"LBOObjective: the score of goal {goal!r} must be a tensor, got "
+            f"{type(score).__name__} {score!r}"
+        )
+    if score.numel() != 1:
+        raise ValueError(
+            f"LBOObjective: the score of goal {goal!r} must be one number, got a tensor of "
+            f"shape {tuple(score.shape)}; reduce per-sample scores first (e.g. with .mean()) "
+            "or pass a 0-d score"
+        )
+    return score.reshape(())
 
 
 def _check_tree(node: object, path: str) -> dict[str, object]:

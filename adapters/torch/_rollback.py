@@ -6,6 +6,7 @@ import itertools
 from collections.abc import MutableMapping, Sequence
 from typing import Any, Final
 
+import numpy as np
 import torch
 
 __all__ = ["RollbackGuard"]
@@ -53,7 +54,7 @@ class RollbackGuard:
     snapshot (a fresh optimizer's first step creates it lazily), so the
     optimizer is exactly as it was. `restore_if` does the same only where a
     0-d bool tensor is True, without synchronising with the host (see there
-    for the cases where it cannot).
+    for the cases where it cannot), or when a host bool is True.
 
     Restoring is bit-exact: training on after a restore gives the same bits as
     a run in which the undone step never happened.
@@ -191,8 +192,13 @@ class RollbackGuard:
             for live_group, snap_group in self._copies:
                 torch._foreach_copy_(live_group, snap_group)
 
-    def restore_if(self, flag: torch.Tensor) -> None:
+    def restore_if(self, flag: torch.Tensor | bool | np.bool_ | np.ndarray[Any, Any]) -> None:
         """Restore the snapshot where ``flag`` is True, leave everything as it is where False.
+
+        A host flag (a Python or numpy bool, or a one-element numpy bool
+        array: the value is already known) simply restores, as `restore`
+        does, or does nothing. The rest of this
+        describes the flag as a tensor, decided on the device.
 
         In the steady state (the same tensors and optimizer state entries as at
         the snapshot) this reads nothing on the host and branches on nothing.
@@ -225,14 +231,23 @@ class RollbackGuard:
           ``ValueError`` and changes nothing. On the CPU it just works.
 
         Args:
-            flag: A bool tensor with one element, on any device.
+            flag: A bool tensor with one element, on any device, or a Python
+                or numpy bool (a one-element numpy bool array too).
 
         Raises:
-            TypeError: If ``flag`` is not a bool tensor.
+            TypeError: If ``flag`` is neither a bool tensor nor a bool (an int,
+                a float, a float tensor...).
             ValueError: If ``flag`` has more than one element, or state lives
                 on the host while ``flag`` lives on an accelerator (see above).
             RuntimeError: If `snapshot` has not been called.
         """
+        if isinstance(flag, np.ndarray) and flag.dtype == np.bool_ and flag.size == 1:
+            flag = flag.reshape(())[()]  # a numpy bool
+        if isinstance(flag, (bool, np.bool_)):
+            self._require_snapshot("restore_if")
+            if flag:
+                self.restore()
+            return
         flag = _check_flag(flag)
         self._require_snapshot("restore_if")
         status, origin = self._compare()
@@ -445,7 +460,9 @@ def _optimizers(optimizer: object) -> tuple[torch.optim.Optimizer, ...]:
 def _check_flag(flag: object) -> torch.Tensor:
     """Validate ``flag`` and return it as a 0-d view, reading no value."""
     if not isinstance(flag, torch.Tensor):
-        raise TypeError(f"flag must be a torch.bool tensor, got {type(flag).__name__}")
+        raise TypeError(
+            f"flag must be a torch.bool tensor or a bool, got {type(flag).__name__} {flag!r}"
+        )
     if flag.dtype != torch.bool:
         raise TypeError(f"flag must be a torch.bool tensor, got dtype {flag.dtype}")
     if flag.numel() != 1:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zlib
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal, NoReturn, SupportsFloat, cast
 
+import numpy as np
 import torch
 
 from constraint_sched import (
     ConstraintScheduler,
     ConstraintSpec,
+    EpochStats,
     Event,
     Phase,
     SchedulerCollection,
@@ -20,11 +23,14 @@ from constraint_sched import (
     _state,
 )
 from constraint_sched._reservoir import Reservoir, combine, seed_for
+from constraint_sched._scheduler import check_count
 from constraint_sched.adapters.torch import _distributed
 from constraint_sched.adapters.torch._accumulate import DeviceTally, HostTally, layout, upload
 
 Accumulate = Literal["auto", "device", "host"]
 Observation = SupportsFloat | torch.Tensor
+BoundTensor = Callable[..., torch.Tensor]
+"""``bound_tensor(name=None, *, device=None, dtype=None)`` of a TorchScheduler or a callback."""
 
 _MISSING: Any = object()
 _FORMAT = "constraint_sched.adapters.torch.TorchScheduler"
@@ -52,9 +58,23 @@ class TorchScheduler:
     events reach `add_callback` callbacks and the log then). Every rank makes
     that call at the same step in a distributed run.
 
-    Bounds (`bound`) and score parameters (`parameters`, used by `score`)
-    are 0-d tensors cached per device and dtype and updated in place at each
-    epoch boundary, so a compiled loss that reads them needs no recompile.
+    Bounds as tensors (`bound_tensor`) and score parameters (`parameters`,
+    used by `score`) are 0-d tensors cached per device and dtype and updated
+    in place at each epoch boundary, so a compiled loss that reads them needs
+    no recompile.
+
+    State reads as in the core, from host values: `phase`, `bound` (a float)
+    and `last_epoch` when there is one scheduler (a collection of one
+    counts as one), `phase_of`, `bound_of` and `last_epoch_of` by spec name,
+    and `phases` for every spec.
+
+    Deprecated call forms, kept for one release: ``sched.bound(name,
+    device=..., dtype=...)``, the tensor method of earlier versions, still
+    works and warns (``DeprecationWarning``; use `bound_tensor`), also with
+    several schedulers, where the `bound` property itself has no float
+    value. ``sched.phase(name)`` cannot keep working now that `phase` is the
+    `constraint_sched.Phase` itself (``sched.phase is Phase.HOLD``): calling
+    it raises ``TypeError``; use ``phase_of(name)``.
 
     Which statistics are exact on the device: the count, the NaN/inf count,
     the violations and the max and min are exact; the sum (for the epoch's
@@ -91,11 +111,15 @@ class TorchScheduler:
         ...     sched.observe({"kl_core": torch.tensor(a), "kl_detail": torch.tensor(b)})
         >>> [e.kind for e in sched.advance_epoch()]
         ['discovered', 'held']
-        >>> ceiling = sched.bound(dtype=torch.float64)
+        >>> sched.phase, sched.bound  # host values, as in the core
+        (<Phase.HOLD: 2>, 42358.19921875)
+        >>> ceiling = sched.bound_tensor(dtype=torch.float64)
         >>> ceiling
         tensor(42358.1992, dtype=torch.float64)
         >>> _ = sched.advance_epoch(); ceiling  # the same tensor, updated in place
         tensor(13000., dtype=torch.float64)
+        >>> sched.phase_of("kl_detail"), sched.bound_of("kl_detail")
+        (<Phase.SQUEEZE: 3>, 13000.0)
     """
 
     def __init__(
@@ -165,9 +189,50 @@ class TorchScheduler:
         """The current epoch, 1-based."""
         return self._schedulers[0].epoch
 
-    def phase(self, name: str | None = None) -> Phase:
-        """The phase of the scheduler that holds spec ``name`` (optional with one scheduler)."""
-        return self._schedulers[self._scheduler_index(name)].phase
+    @property
+    def phase(self) -> Phase:
+        """The phase of the one scheduler (a `constraint_sched.Phase`: compare with ``is``).
+
+        This used to be a method, ``phase(name=None)``; it is a
+        property now, as in the core, so ``sched.phase is Phase.DISCOVERY``
+        reads the phase. The old call ``sched.phase(name)`` raises
+        ``TypeError`` (a ``Phase`` is not callable): use `phase_of`.
+
+        Raises:
+            ValueError: There are several schedulers: use `phase_of` with a
+                spec name, or `phases`.
+        """
+        return self._only("phase", "phase_of").phase
+
+    @property
+    def phases(self) -> dict[str, Phase]:
+        """The phase of every spec (its scheduler's), by spec name."""
+        return {name: s.phase for name, s in zip(self._names, self._owner, strict=True)}
+
+    def phase_of(self, name: str) -> Phase:
+        """The phase of the scheduler that holds spec ``name``.
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        return self._owner[self._slot(name)].phase
+
+    @property
+    def last_epoch(self) -> EpochStats | None:
+        """The core's `constraint_sched.ConstraintScheduler.last_epoch` of the one scheduler.
+
+        Raises:
+            ValueError: There are several schedulers: use `last_epoch_of`.
+        """
+        return self._only("last_epoch", "last_epoch_of").last_epoch
+
+    def last_epoch_of(self, name: str) -> EpochStats | None:
+        """`constraint_sched.ConstraintScheduler.last_epoch` of the scheduler holding ``name``.
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        return self._owner[self._slot(name)].last_epoch
 
     def spec(self, name: str | None = None) -> ConstraintSpec:
         """The spec called ``name`` with its current bound applied."""
@@ -183,7 +248,33 @@ class TorchScheduler:
         """The last completed epoch's mean of the valid observations per spec (NaN if none)."""
         return dict(self._last_means)
 
-    def bound(
+    @property
+    def bound(self) -> float:
+        """The bound in force of the one scheduler, a float (a host value, as in the core).
+
+        For a tensor, use `bound_tensor`. This used to be the
+        tensor method; the old call ``sched.bound(name, device=..., dtype=...)``
+        keeps working for one release: it warns (``DeprecationWarning``) and
+        returns ``bound_tensor(name, device=..., dtype=...)``. So the value
+        returned here is a float that can be called so. With several
+        schedulers there is no one bound: the value returned then can only
+        be called the old way; using it as a number (``float()``, arithmetic,
+        comparisons, formatting) raises ``ValueError``: use `bound_of`.
+
+        Returns:
+            The bound (the specs' own, e.g. ``1e9``, during discovery).
+        """
+        return self._bound_reading(self.bound_tensor, "TorchScheduler")
+
+    def bound_of(self, name: str) -> float:
+        """The bound in force for spec ``name``, a float (its scheduler's, on the host).
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        return self._owner[self._slot(name)].bound
+
+    def bound_tensor(
         self,
         name: str | None = None,
         *,
@@ -195,7 +286,7 @@ class TorchScheduler:
         The same tensor object is returned for the same scheduler, device and
         dtype, and `advance_epoch` writes the new bound into it, so a compiled
         function that reads it sees the new value without recompiling. Treat
-        it as read-only.
+        it as read-only. (Formerly ``bound(...)``.)
 
         Args:
             name: A spec of the scheduler; may be left out when there is one scheduler.
@@ -204,6 +295,10 @@ class TorchScheduler:
 
         Returns:
             The cached tensor (``inf`` or the spec's own bound during discovery).
+
+        Raises:
+            KeyError: No spec has that name.
+            TypeError: No name with several schedulers, or a dtype that is not floating.
         """
         k = self._scheduler_index(name)
         key = (k, *_where(device, dtype))
@@ -247,6 +342,9 @@ class TorchScheduler:
         the cached parameter tensors of ``x``'s device and dtype. Nothing it
         reads changes from one epoch to the next except the values in those
         tensors, so ``torch.compile`` does not recompile at epoch boundaries.
+        ``x`` may have any shape: the score is elementwise, so per-sample
+        values give per-sample scores (reduce them, e.g. with ``.mean()``,
+        before `LBOObjective`, which takes one score per goal).
 
         Raises:
             ValueError: The spec's scale is ``"auto"`` and still being discovered.
@@ -259,6 +357,7 @@ class TorchScheduler:
 
         For `LBOObjective` with ``log=True``: finite (and with a slope) however
         far past its bound ``x`` lies, where the score itself underflows to 0.
+        Elementwise, as `score`.
 
         Raises:
             ValueError: The spec's scale is ``"auto"`` and still being discovered.
@@ -278,7 +377,7 @@ class TorchScheduler:
         )
 
     def violation(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
-        """How far ``x`` lies beyond spec ``name``'s current bounds (0 inside)."""
+        """How far ``x`` lies beyond spec ``name``'s current bounds (0 inside), elementwise."""
         slot = self._slot(name)
         params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
         return self._scorers[slot].violation(x, parameters=params)
@@ -296,7 +395,8 @@ class TorchScheduler:
 
         Three forms, as in the core: ``observe(value)`` with one spec,
         ``observe(name, value)`` and ``observe({name: value, ...})``. A tensor
-        must hold one element; it is detached. Accelerator tensors are
+        must hold one element (reduce a per-sample metric first, e.g. with
+        ``.mean()``); it is detached. Accelerator tensors are
         accumulated on their device without any host synchronisation. A
         ``bound="width"`` scheduler records the distance ``|x - centre|``.
 
@@ -304,8 +404,8 @@ class TorchScheduler:
             name_or_value: The value, a spec name, or a mapping of names to values.
             value: The value, when the first argument is a name.
             accepted: Count the values only if this is true: a 0-d bool tensor
-                (on the device, for a step whose rejection is decided there) or
-                a bool. Pair it with ``reject(~accepted)``.
+                (on the device, for a step whose rejection is decided there), a
+                bool or a numpy bool. Pair it with ``reject(~accepted)``.
 
         Raises:
             KeyError: An unknown spec name.
@@ -340,14 +440,14 @@ class TorchScheduler:
                     where, flag = accepted.device, accepted.reshape(())
                 elif not accepted.item():
                     return
-            elif isinstance(accepted, bool):
+            elif isinstance(accepted, (bool, np.bool_)):
                 if not accepted:
                     return
                 accepted = None
             else:
                 raise TypeError(
                     f"TorchScheduler.observe: accepted must be a bool or a bool tensor, "
-                    f"got {accepted!r}"
+                    f"got {type(accepted).__name__} {accepted!r}"
                 )
         groups: dict[torch.device, tuple[list[int], list[torch.Tensor]]] = {}
         host = self._host
@@ -359,7 +459,8 @@ class TorchScheduler:
                 if v.numel() != 1:
                     raise ValueError(
                         f"TorchScheduler.observe: the value of {name!r} must hold one element, "
-                        f"got a tensor of shape {tuple(v.shape)}"
+                        f"got a tensor of shape {tuple(v.shape)}: reduce per-sample values "
+                        "first (e.g. with .mean() or .max()), or observe them one by one"
                     )
                 centre = self._centres[i]
                 if centre is not None and not v.is_complex():
@@ -409,15 +510,18 @@ class TorchScheduler:
             if self._window_calls >= self._window_at:
                 self._end_windows()
 
-    def reject(self, count: int | bool | torch.Tensor = 1) -> None:
-        """Count rejected steps: an int >= 0, a bool, or a one-element bool tensor.
+    def reject(self, count: int | bool | np.bool_ | np.integer[Any] | torch.Tensor = 1) -> None:
+        """Count rejected steps: an int >= 0, a bool, a numpy bool or integer, or a bool tensor.
 
-        A bool tensor on an accelerator (the step's reject flag) is counted on
-        the device, without a host synchronisation.
+        A one-element bool tensor on an accelerator (the step's reject flag)
+        is counted on the device, without a host synchronisation; a CPU bool
+        or integer tensor is read as an int. The host types are those of
+        `constraint_sched.ConstraintScheduler.reject`.
 
         Raises:
             TypeError: A tensor that is not a one-element bool tensor (a CPU
-                integer tensor is read as an int), or not a number.
+                integer tensor is read as an int), or not a count at all (a
+                float, a string...).
             ValueError: A negative count.
         """
         if isinstance(count, torch.Tensor):
@@ -435,17 +539,13 @@ class TorchScheduler:
                 self._tally(count.device).reject(count)
                 return
             count = int(count.item())
-        if isinstance(count, bool):
-            count = int(count)
-        if not isinstance(count, int):
-            raise TypeError(f"TorchScheduler.reject: count must be an int, got {count!r}")
-        if count < 0:
-            raise ValueError(f"TorchScheduler.reject: count must be >= 0, got {count!r}")
-        self._host.rejects += count
+        self._host.rejects += check_count(count, "TorchScheduler.reject")
 
     # -- the epoch boundary --------------------------------------------------------
 
-    def advance_epoch(self, *, tighten: bool | Collection[str] = True) -> list[Event]:
+    def advance_epoch(
+        self, *, tighten: bool | Collection[str] = True, log: bool = True
+    ) -> list[Event]:
         """End the epoch: synchronise once, agree across ranks, move every bound.
 
         ``tighten`` is passed to the core's ``advance_epoch``: False (or, for a
@@ -455,7 +555,8 @@ class TorchScheduler:
         Under an initialised ``torch.distributed`` process group every rank
         must call this at the same point: the statistics are reduced across
         ranks first, so all ranks end with the same bounds and phases. Events
-        are logged on rank 0 only, returned and passed to callbacks on every rank.
+        are logged on rank 0 only (none with ``log=False``), returned and passed
+        to callbacks on every rank.
 
         Returns:
             The core's events.
@@ -465,7 +566,7 @@ class TorchScheduler:
                 different epochs, or a non-finite value reached a scheduler with
                 ``nonfinite="raise"``. Nothing changes.
         """
-        log = _distributed.rank(self._group) == 0
+        log = log and _distributed.rank(self._group) == 0
         tallies = self._merge_epoch_so_far(log=log)
         core = self._core
         if isinstance(core, ConstraintScheduler):
@@ -594,6 +695,31 @@ class TorchScheduler:
             raise KeyError(
                 f"TorchScheduler has no spec {name!r}; it has {list(self._names)}"
             ) from None
+
+    def _only(self, what: str, instead: str) -> ConstraintScheduler:
+        """The one scheduler, for a property that reads one value; else a ValueError."""
+        if len(self._schedulers) == 1:
+            return self._schedulers[0]
+        raise self._several(what, instead)
+
+    def _bound_reading(self, tensor: BoundTensor, owner: str) -> float:
+        """What a ``bound`` property returns: a callable float for one scheduler, else a refusal.
+
+        Args:
+            tensor: The ``bound_tensor`` method that the deprecated call form returns.
+            owner: The class name, for the deprecation warning.
+        """
+        if len(self._schedulers) == 1:
+            return _CallableBound(self._schedulers[0].bound, tensor, owner)
+        message = str(self._several("bound", "bound_of")).replace("TorchScheduler", owner, 1)
+        return cast(float, _NoSingleBound(tensor, owner, message))
+
+    def _several(self, what: str, instead: str) -> ValueError:
+        return ValueError(
+            f"TorchScheduler.{what} needs exactly one scheduler, and this one has "
+            f"{len(self._schedulers)} ({[s.name for s in self._schedulers]}): use "
+            f"{instead}(name) with a spec name, one of {list(self._names)}"
+        )
 
     def _scheduler_index(self, name: str | None) -> int:
         if name is None and len(self._schedulers) == 1:
@@ -739,6 +865,90 @@ class TorchScheduler:
                     f"rank {_distributed.rank(self._group)} has {mine!r}; every rank must build "
                     "the same schedulers and call advance_epoch together"
                 )
+
+
+def _deprecated_call(
+    tensor: BoundTensor,
+    owner: str,
+    name: str | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    warnings.warn(
+        f"{owner}.bound(...) is deprecated; use bound_tensor(...) for the tensor "
+        "(bound is now a float property, and bound_of(name) the float of a spec)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return tensor(name, device=device, dtype=dtype)
+
+
+class _CallableBound(float):
+    """A bound as a float that may still be called as the deprecated ``bound(...)`` method.
+
+    Everything a float does, it does (arithmetic gives plain floats); calling
+    it warns and returns the tensor of ``bound_tensor``. Pickled or copied, it
+    is a plain float.
+    """
+
+    __slots__ = ("_owner", "_tensor")
+    _owner: str
+    _tensor: BoundTensor
+
+    def __new__(cls, value: float, tensor: BoundTensor, owner: str) -> _CallableBound:
+        self = super().__new__(cls, value)
+        self._tensor, self._owner = tensor, owner
+        return self
+
+    def __call__(
+        self,
+        name: str | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Deprecated: ``bound_tensor(name, device=device, dtype=dtype)``, with a warning."""
+        return _deprecated_call(self._tensor, self._owner, name, device, dtype)
+
+    def __reduce__(self) -> tuple[type[float], tuple[float]]:
+        return float, (float(self),)
+
+
+class _NoSingleBound:
+    """The ``bound`` of several schedulers: callable the deprecated way, no number.
+
+    Calling it warns and returns ``bound_tensor(...)``, as `_CallableBound`
+    does; any use as a number raises the ValueError that says to use
+    ``bound_of(name)``.
+    """
+
+    __slots__ = ("_message", "_owner", "_tensor")
+
+    def __init__(self, tensor: BoundTensor, owner: str, message: str) -> None:
+        self._tensor, self._owner, self._message = tensor, owner, message
+
+    def __call__(
+        self,
+        name: str | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Deprecated: ``bound_tensor(name, device=device, dtype=dtype)``, with a warning."""
+        return _deprecated_call(self._tensor, self._owner, name, device, dtype)
+
+    def _refuse(self, *args: object) -> NoReturn:
+        raise ValueError(self._message)
+
+    __float__ = __int__ = __index__ = __bool__ = __format__ = __round__ = _refuse
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _refuse
+    __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = _refuse
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{self._owner}.bound of several schedulers: use bound_of(name)>"
 
 
 def _where(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[Any, Any]:

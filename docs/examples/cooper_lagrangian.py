@@ -71,9 +71,9 @@ class CappedKL(cooper.ConstrainedMinimizationProblem):
     ) -> cooper.CMPState:
         rec, kl = model(x, noise)
         misc = {"kl": kl.detach()}
-        if self.sched.phase("kl") is Phase.DISCOVERY:
+        if self.sched.phase_of("kl") is Phase.DISCOVERY:
             return cooper.CMPState(loss=rec, misc=misc)  # no ceiling yet: nothing to enforce
-        ceiling = self.sched.bound("kl")  # a 0-d tensor, updated in place by advance_epoch
+        ceiling = self.sched.bound_tensor("kl")  # a 0-d tensor, updated in place by advance_epoch
         gap = kl - ceiling  # signed, in nats, differentiable: what the model's step sees
         if self.signal == "relative":
             dual = gap.detach() / ceiling  # what the multiplier's step sees
@@ -111,7 +111,7 @@ def train(signal: DualSignal, *, verbose: bool) -> dict[str, float]:
     ratios: list[float] = []  # KL / ceiling of each step at the target
     multipliers: list[float] = []  # after each step
     for _ in range(EPOCHS):
-        epoch, phase, ceiling = sched.epoch, sched.phase("kl"), sched.spec("kl").margin
+        epoch, phase, ceiling = sched.epoch, sched.phase_of("kl"), sched.spec("kl").margin
         kls, recs, over = [], [], 0
         for batch in torch.randperm(N, generator=data).split(BATCH):
             noise = torch.randn(len(batch), LATENT, generator=data)

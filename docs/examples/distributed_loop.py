@@ -81,7 +81,7 @@ for epoch in range(1, 5):
 
     events = sched.advance_epoch()  # every rank, at the same point of the loop
     # The same bound and phase everywhere: compare this rank's with every other's.
-    mine = (sched.epoch, sched.phase("kl"), sched.spec("kl").upper, sched.spec("mse").scale)
+    mine = (sched.epoch, sched.phase_of("kl"), sched.spec("kl").upper, sched.spec("mse").scale)
     every = [None] * world
     dist.all_gather_object(every, mine)
     assert all(theirs == mine for theirs in every), every
@@ -101,7 +101,7 @@ for epoch in range(1, 5):
         if rank == 0:
             assert max(seen["kl"]) < max(all_kl)  # alone, rank 0 would have found less
 
-assert sched.phase("kl") is Phase.CONVERGED
+assert sched.phase_of("kl") is Phase.CONVERGED
 assert sched.spec("kl").upper == 2000.0
 
 # Checkpoint at an epoch boundary, written by rank 0 only; every rank can load it.

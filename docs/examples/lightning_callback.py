@@ -65,7 +65,7 @@ class VAE(pl.LightningModule):
         kl = (0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(dim=-1)).mean()
         self.log("kl", kl)  # what the callback observes (on the device, no host read)
         self.log("mse", mse)
-        ceiling = self.constraints.bound("kl")  # a cached tensor on this module's device
+        ceiling = self.constraints.bound_tensor("kl")  # a cached tensor on this module's device
         return mse + 0.01 * kl + 10.0 * torch.relu(kl - ceiling)
 
     def on_train_epoch_end(self):
@@ -74,7 +74,7 @@ class VAE(pl.LightningModule):
             print("   ", event.message)
         epoch = self.constraints.scheduler.epoch - 1
         kl = self.constraints.scheduler.last_means["kl"]
-        phase, ceiling = self.constraints.phase("kl"), self.constraints.spec("kl").upper
+        phase, ceiling = self.constraints.phase_of("kl"), self.constraints.spec("kl").upper
         print(f"epoch {epoch}  mean kl {kl:5.2f}  ->  {phase.name:9} ceiling {ceiling:8.3g}")
         self.history.append((epoch, phase, ceiling))
 
@@ -111,7 +111,7 @@ assert phases == [Phase.HOLD, Phase.SQUEEZE, Phase.CONVERGED, Phase.CONVERGED]
 discovered = full.constraints.scheduler.core.discovered
 assert discovered > KL_TARGET  # found from the data, not guessed
 assert full.constraints.spec("kl").upper == KL_TARGET
-assert full.constraints.bound("kl").item() == KL_TARGET  # the tensor training_step reads
+assert full.constraints.bound_tensor("kl").item() == KL_TARGET  # the tensor training_step reads
 # The resumed run went through epochs 3 and 4 only, and ended where the full run did.
 assert resumed.history == full.history[2:]
 assert resumed.constraints.state_dict() == full.constraints.state_dict()

@@ -63,12 +63,12 @@ def train(rate: float, *, verbose: bool) -> tuple[History, float]:
             squeeze=SqueezeSchedule.geometric(target=KL_TARGET, epochs=3),
         )
     )
-    ceiling = sched.bound("kl")  # a 0-d tensor, updated in place by advance_epoch
+    ceiling = sched.bound_tensor("kl")  # a 0-d tensor, updated in place by advance_epoch
     lam = torch.tensor(LAM_INIT)  # a tensor: the loop never reads it to train
     data = torch.Generator().manual_seed(1)
     history: History = []
     for _ in range(EPOCHS):
-        phase = sched.phase("kl")  # a host value; it only changes in advance_epoch
+        phase = sched.phase_of("kl")  # a host value; it only changes in advance_epoch
         weights = []
         for batch in torch.randperm(N, generator=data).split(BATCH):
             rec, kl = model(X[batch], torch.randn(len(batch), LATENT, generator=data))

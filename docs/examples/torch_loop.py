@@ -80,7 +80,7 @@ lbo = LBOObjective({"reconstruction": ["mse"], "latent": ["kl"]})
 
 def objective(mse, kl):
     """The step's loss and reject flag, both 0-d tensors on the device."""
-    if sched.phase("mse") is Phase.DISCOVERY:
+    if sched.phase_of("mse") is Phase.DISCOVERY:
         # The MSE scale is still being discovered: train on plain MSE meanwhile.
         return mse, ~torch.isfinite(mse)
     # Goal scores from the cached bound tensors: a moved bound needs no recompile.
@@ -88,11 +88,11 @@ def objective(mse, kl):
     return result.loss, result.reject
 
 
-ceiling = sched.bound("kl", device=device)  # a 0-d tensor, updated in place every epoch
+ceiling = sched.bound_tensor("kl", device=device)  # a 0-d tensor, updated in place every epoch
 history = []
 for _ in range(EPOCHS):
     # Read on the host: the spec with the bound in force (reading `ceiling` would sync).
-    seen = (sched.epoch, sched.phase("kl"), sched.phase("mse"), sched.spec("kl").upper)
+    seen = (sched.epoch, sched.phase_of("kl"), sched.phase_of("mse"), sched.spec("kl").upper)
     for batch in torch.randperm(N, device=device).split(BATCH):
         x, noise = X[batch], torch.randn(len(batch), LATENT, device=device)
         guard.snapshot()
@@ -148,6 +148,6 @@ model2.load_state_dict(checkpoint["model"])
 optimizer2.load_state_dict(checkpoint["optimizer"])
 sched2.load_state_dict(checkpoint["constraints"])
 assert sched2.state_dict() == sched.state_dict()
-assert (sched2.epoch, sched2.phase("kl"), float(sched2.bound("kl"))) == (5, Phase.CONVERGED, 3.0)
+assert (sched2.epoch, sched2.phase_of("kl"), sched2.bound_of("kl")) == (5, Phase.CONVERGED, 3.0)
 resumed = f"kl ceiling {sched2.spec('kl').upper:g}, mse scale {sched2.spec('mse').scale:.3f}"
 print(f"resumed at epoch {sched2.epoch}: {resumed}")

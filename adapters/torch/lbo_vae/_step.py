@@ -149,7 +149,7 @@ class Stepper:
         counts the calibration steps too), and the fixed scales are given.
         """
         sched = self.schedulers
-        return any(sched.phase(n) is Phase.DISCOVERY for n in self._calibrated)
+        return any(sched.phase_of(n) is Phase.DISCOVERY for n in self._calibrated)
 
     def inputs(
         self, x: torch.Tensor, noise: torch.Tensor, perturb: torch.Tensor, perm: torch.Tensor
