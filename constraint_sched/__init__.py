@@ -5,6 +5,10 @@ off when a squeeze hurts: one state machine driven by ``observe`` and
 ``advance_epoch``, usable from any optimizer that can read a bound.
 """
 
+from constraint_sched._chance import (
+    ChanceConstraint,
+    ChanceMultiplier,
+)
 from constraint_sched._collection import (
     SchedulerCollection,
 )
@@ -41,6 +45,9 @@ from constraint_sched._state import (
 from constraint_sched._tally import (
     Tally,
 )
+from constraint_sched._term import (
+    ConstraintTerm,
+)
 
 __version__ = "0.1.0"
 
@@ -48,9 +55,12 @@ __all__ = [
     "FORMAT_VERSION",
     "BackedOff",
     "Backoff",
+    "ChanceConstraint",
+    "ChanceMultiplier",
     "ConstraintKind",
     "ConstraintScheduler",
     "ConstraintSpec",
+    "ConstraintTerm",
     "Converged",
     "Discovered",
     "DiscoveryExtended",

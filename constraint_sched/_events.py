@@ -37,6 +37,11 @@ class Event:
     side: str = attrs.field(default="upper", kw_only=True)
 
     @property
+    def level(self) -> str:
+        """``"info"``, or ``"warning"`` for an event that likely needs the user's attention."""
+        return "info"
+
+    @property
     def bound_name(self) -> str:
         """``"ceiling"``, ``"floor"`` or ``"half-width"`` (a box's, around its centre)."""
         names = {"upper": "ceiling", "lower": "floor", "width": "half-width"}
@@ -164,11 +169,27 @@ class Converged(Event):
     ``reason`` says why: ``"target"`` (a squeeze reached the target),
     ``"early"`` (discovery already found the bound at or past the target, so
     the bound is the target) or ``"no_squeeze"`` (no squeeze schedule: the
-    discovered bound is kept).
+    discovered bound is kept). An early convergence is a warning
+    (`level` ``"warning"``): the discovered value is in ``discovered`` and the
+    message gives both numbers, since it usually means that discovery watched
+    something other than the natural value (a model already trained with a
+    penalty, a value in other units) rather than a run with nothing to squeeze.
+
+    Examples:
+        >>> e = Converged(
+        ...     constraint="kl", epoch=2, old=1.0, new=1.0, reason="early", discovered=0.83
+        ... )
+        >>> e.level
+        'warning'
+        >>> print(e.message)  # doctest: +NORMALIZE_WHITESPACE
+        kl: converged early: the discovered ceiling 0.83 is already at or under the target 1,
+        so the bound is the target from epoch 2 and nothing is squeezed; discovery should watch
+        the plain objective's value, per example (see "What to train on while discovering")
     """
 
     kind: ClassVar[str] = "converged"
     reason: str = attrs.field(default="target", kw_only=True)
+    discovered: float | None = attrs.field(default=None, kw_only=True)
 
     @property
     def early(self) -> bool:
@@ -176,8 +197,22 @@ class Converged(Event):
         return self.reason == "early"
 
     @property
+    def level(self) -> str:
+        """``"warning"`` for an early convergence, else ``"info"``."""
+        return "warning" if self.early else "info"
+
+    @property
     def message(self) -> str:
         """One line for a log."""
+        if self.early and self.discovered is not None:
+            under = "under" if self.side != "lower" else "over"
+            return (
+                f"{self.constraint}: converged early: the discovered {self.bound_name} "
+                f"{_fmt(self.discovered)} is already at or {under} the target {_fmt(self.new)}, "
+                f"so the bound is the target from epoch {self.epoch} and nothing is squeezed; "
+                "discovery should watch the plain objective's value, per example "
+                '(see "What to train on while discovering")'
+            )
         how = {
             "target": "at its target",
             "early": "already at its target after discovery",

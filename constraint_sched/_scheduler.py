@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, SupportsFloat
 
 import attrs
+import numpy as np
 
 from constraint_sched import _state
 from constraint_sched._events import EpochStats, Event
@@ -30,12 +31,15 @@ from constraint_sched._transitions import (
     aggregate,
     end_window,
     transition,
+    upcoming,
 )
 
 logger = logging.getLogger("constraint_sched")
 
 Callback = Callable[[Event], None]
 NonFinite = Literal["skip", "raise"]
+Count = int | bool | np.bool_ | np.integer[Any] | np.ndarray[Any, Any]
+"""A count of rejected steps: an int >= 0, a bool, or a numpy bool or integer scalar."""
 
 _MISSING: Any = object()
 _FORMAT = "constraint_sched.ConstraintScheduler"
@@ -60,7 +64,10 @@ class ConstraintScheduler:
     each rejected step, then `advance_epoch` at the end of every epoch; it
     returns the events it caused, logs them on the ``constraint_sched`` logger
     and passes them to the callbacks. Read the bound with `bound`, or a
-    spec with the bound applied with `spec`.
+    spec with the bound applied with `spec`. `phase`, `bound` and
+    `last_epoch` read the same on a `SchedulerCollection` of one scheduler
+    and on the torch adapter; `phase_of`, `bound_of`, `last_epoch_of` and
+    `phases` read them by spec name there and here alike.
 
     The phases: epochs of ``DISCOVERY`` (the specs keep their own bound,
     e.g. 1e9), then the discovered bound is held for ``hold.epochs`` epochs,
@@ -204,13 +211,50 @@ class ConstraintScheduler:
 
     @property
     def phase(self) -> Phase:
-        """The current phase."""
+        """The current phase (every spec of the scheduler shares it)."""
+        return self._st.phase
+
+    @property
+    def phases(self) -> dict[str, Phase]:
+        """The phase of every spec, by name: the same for all, the scheduler's."""
+        return dict.fromkeys(self._names, self._st.phase)
+
+    def phase_of(self, name: str) -> Phase:
+        """The phase of spec ``name``: the scheduler's, shared by its specs.
+
+        The same method as `SchedulerCollection.phase_of` and the torch
+        adapter's, so code written for one works for the others.
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        self._lookup(name)
         return self._st.phase
 
     @property
     def bound(self) -> float:
         """The bound in force: the specs' own (loosest) bound during discovery."""
         return self._st.bound
+
+    def bound_of(self, name: str) -> float:
+        """The bound in force for spec ``name``: the scheduler's, shared by its specs.
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        self._lookup(name)
+        return self._st.bound
+
+    @property
+    def upcoming_bound(self) -> float:
+        """The bound the next `advance_epoch` sets if it neither backs off nor is held back.
+
+        A preview for controllers that move towards the next bound during the
+        epoch (`ChanceMultiplier`): the bound in force while discovering,
+        holding (but for the hold's last epoch) or waiting, else the
+        schedule's next step.
+        """
+        return upcoming(self._cfg, self._st)
 
     @property
     def discovered(self) -> float | None:
@@ -259,6 +303,15 @@ class ConstraintScheduler:
     @property
     def last_epoch(self) -> EpochStats | None:
         """What the last completed epoch saw, or None before the first `advance_epoch`."""
+        return self._last
+
+    def last_epoch_of(self, name: str) -> EpochStats | None:
+        """`last_epoch` of the scheduler holding spec ``name``: this one's.
+
+        Raises:
+            KeyError: No spec has that name.
+        """
+        self._lookup(name)
         return self._last
 
     @property
@@ -429,13 +482,18 @@ class ConstraintScheduler:
         if self._in_window:
             self._check_window(log=log)
 
-    def reject(self, count: int = 1) -> None:
-        """Count ``count`` rejected steps (steps rolled back; their values are not observed)."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(
-                f"ConstraintScheduler.reject: count must be an int >= 0, got {count!r}"
-            )
-        self._rejects += count
+    def reject(self, count: Count = 1) -> None:
+        """Count ``count`` rejected steps (steps rolled back; their values are not observed).
+
+        Args:
+            count: How many: an int >= 0, a bool (a step's reject flag: True
+                counts one), or a numpy bool or integer scalar (a 0-d array too).
+
+        Raises:
+            TypeError: Anything else (a float, a string, an array of several values...).
+            ValueError: A negative count.
+        """
+        self._rejects += check_count(count, "ConstraintScheduler.reject")
 
     # -- the epoch boundary ---------------------------------------------------
 
@@ -618,7 +676,9 @@ class ConstraintScheduler:
     def _emit(self, events: list[Event], *, log: bool) -> None:
         for event in events:
             if log:
-                logger.info(event.message)
+                logger.log(
+                    logging.WARNING if event.level == "warning" else logging.INFO, event.message
+                )
             for callback in self._callbacks:
                 callback(event)
 
@@ -720,6 +780,32 @@ class ConstraintScheduler:
             f"ConstraintScheduler({self.name!r}, epoch={self.epoch}, phase={self.phase.name}, "
             f"bound={self.bound!r})"
         )
+
+
+def check_count(count: object, where: str) -> int:
+    """``count`` as an int >= 0: from an int, a bool or a numpy bool or integer scalar.
+
+    Raises:
+        TypeError: ``count`` is of another type; the message names ``where`` and the type.
+        ValueError: ``count`` is negative.
+    """
+    if type(count) is int:  # the common case first
+        value = count
+    elif isinstance(count, (int, np.bool_, np.integer)) or (  # bool is an int
+        isinstance(count, np.ndarray) and count.shape == () and count.dtype.kind in "biu"
+    ):
+        value = int(count)
+    else:
+        kind = type(count).__name__
+        if isinstance(count, np.ndarray):
+            kind = f"numpy array of dtype {count.dtype} and shape {count.shape}"
+        raise TypeError(
+            f"{where}: count must be an int >= 0, a bool, or a numpy bool or integer scalar, "
+            f"got {kind} {count!r}"
+        )
+    if value < 0:
+        raise ValueError(f"{where}: count must be an int >= 0, got {count!r}")
+    return value
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:

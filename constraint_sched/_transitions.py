@@ -191,7 +191,7 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
             previous_statistic=seen.statistic,
         )
         if early:
-            events.append(Converged(**base, old=new, new=new, reason="early"))
+            events.append(Converged(**base, old=new, new=new, reason="early", discovered=found))
             return attrs.evolve(st, phase=Phase.CONVERGED), events
         if cfg.hold.epochs > 0:
             events.append(Held(**base, old=new, new=new, epochs=cfg.hold.epochs))
@@ -279,7 +279,7 @@ def end_window(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
         previous_statistic=seen.statistic,
     )
     if early:
-        events.append(Converged(**base, old=new, new=new, reason="early"))
+        events.append(Converged(**base, old=new, new=new, reason="early", discovered=found))
         return attrs.evolve(st, phase=Phase.CONVERGED), events
     if cfg.hold.epochs > 0:
         following = {**base, "epoch": st.epoch + 1}
@@ -321,6 +321,33 @@ def _squeeze(
         events.append(Converged(**base, old=new, new=new))
         st = attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False)
     return st, events
+
+
+def upcoming(cfg: Config, st: State) -> float:
+    """The bound the next epoch boundary sets if it neither backs off nor is held back.
+
+    A pure preview of `transition` for a controller that moves towards the
+    next bound during the epoch: the bound in force while discovering (the
+    next one is not known yet), held or waiting, and the schedule's next step
+    otherwise (an adaptive schedule's as if no step were rejected).
+
+    Args:
+        cfg: The scheduler's configuration.
+        st: The state during the current epoch.
+
+    Returns:
+        The bound expected from the next epoch on.
+    """
+    squeezing = st.phase is Phase.SQUEEZE and st.wait == 0
+    last_hold = st.phase is Phase.HOLD and st.hold_left <= 1 and st.settle_to is None
+    schedule = cfg.squeeze
+    if not (squeezing or last_hold) or schedule is None or st.discovered is None:
+        return st.bound if st.settle_to is None else st.settle_to
+    proposed = schedule.propose(
+        st.step + 1, start=st.discovered, current=st.bound, first_epoch=cfg.first_squeeze_epoch
+    )
+    new = cfg.tighter(st.bound, proposed)
+    return schedule.target if cfg.at_or_past(new, schedule.target) else new
 
 
 def _relax(cfg: Config, bound: float, before: float, factor: float) -> float:

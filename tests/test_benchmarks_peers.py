@@ -10,7 +10,8 @@ from benchmark_run import run_quick
 
 REPO_ROOT = Path(__file__).parents[1]
 SCRIPT = REPO_ROOT / "benchmarks" / "peers.py"
-ARMS = ("beta1", "fixed_beta", "capacity", "geco", "cooper", "pi", "lbo")
+SET_POINT = ("capacity", "geco", "cooper", "nupi", "auglag", "pi")
+ARMS = ("beta1", "fixed_beta", *(a for p in SET_POINT for a in (p, f"{p}_m")), "lbo", "chance")
 METRICS = (
     "test_kl",
     "kl_error",
@@ -59,7 +60,8 @@ def test_json_holds_every_arm_with_finite_numbers(quick_run: tuple[str, dict, st
         seeds = rows[arm]["seeds"]
         assert len(seeds) == figures["settings"]["seeds"]
         assert all(r["steps"] == figures["steps_per_run"] for r in seeds)
-        if arm != "beta1":
+        assert math.isfinite(rows[arm]["default"]["test_mse"]["mean"])  # the zero-tuning column
+        if arm not in ("beta1", "chance"):
             trials = rows[arm]["trials"]
             assert len(trials) == figures["settings"]["trials"]
             assert sum(t["chosen"] for t in trials) == 1
@@ -68,10 +70,14 @@ def test_json_holds_every_arm_with_finite_numbers(quick_run: tuple[str, dict, st
 
 def test_markdown_has_the_table_and_the_machine(quick_run: tuple[str, dict, str]) -> None:
     out, figures, md = quick_run
-    assert "| arm | hyperparameter | test KL | KL error % |" in md
+    assert "| arm | hyperparameter | tuning runs | test KL | KL error % |" in md
     for arm in ARMS:
         assert f"| {arm} |" in md or f"| **{arm}** (ours) |" in md
     assert figures["machine"]["processor"] in md
     assert "Command: `python benchmarks/peers.py --quick" in md
     assert "## Reading the table" in md
+    assert "Zero tuning (every arm with its default" in md
+    assert "Pareto view" in md
+    assert set(figures["step_cost"]) >= {"beta1", "chance", "lbo", "nupi", "auglag"}
+    assert figures["step_cost"]["beta1"] == 1.0
     assert "(--quick: a smoke test, not a result)" in out

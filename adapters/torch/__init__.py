@@ -13,6 +13,9 @@ this adapter feeds.
   nested groups of goal scores.
 - `RollbackGuard`: snapshot and restore a model and its optimizers, also
   conditionally on a device flag.
+- `SameNoise`: replay the random state a model's ``forward`` drew its noise
+  from, for a "same batch, same noise" re-evaluation, without perturbing the
+  random stream.
 """
 
 try:
@@ -28,17 +31,25 @@ from constraint_sched.adapters.torch._lbo import (
     LBOResult,
     lbo_objective,
 )
+from constraint_sched.adapters.torch._noise import (
+    SameNoise,
+)
 from constraint_sched.adapters.torch._rollback import (
     RollbackGuard,
 )
 from constraint_sched.adapters.torch._scheduler import (
     TorchScheduler,
 )
+from constraint_sched.adapters.torch._term import (
+    TorchConstraintTerm,
+)
 
 __all__ = [
     "LBOObjective",
     "LBOResult",
     "RollbackGuard",
+    "SameNoise",
+    "TorchConstraintTerm",
     "TorchScheduler",
     "lbo_objective",
 ]

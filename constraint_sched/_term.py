@@ -1,0 +1,395 @@
+"""`ConstraintTerm`: the scheduled ceiling and its multiplier as one loss term."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+
+from constraint_sched._chance import ChanceConstraint, ChanceMultiplier, glide
+from constraint_sched._events import EpochStats, Event
+from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
+from constraint_sched._scheduler import ConstraintScheduler
+from constraint_sched._schedules import SqueezeSchedule
+from constraint_sched._spec import Bound, ConstraintSpec
+
+Reduction = Literal["none", "mean"]
+Echo = bool | Callable[[str], None]
+
+
+_UNKNOWN = 1e300
+"""The spec's bound while the real one is being discovered (read as infinite)."""
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def build_scheduler(
+    name: str,
+    target: float,
+    *,
+    side: Bound,
+    squeeze_epochs: int,
+    discovery: DiscoveryPhase | None,
+    hold: HoldPhase | None,
+    backoff: Backoff | None,
+) -> ConstraintScheduler:
+    """The scheduler a term moves its bound with: discovered, held, squeezed to ``target``."""
+    if isinstance(target, bool) or not isinstance(target, (int, float)):
+        raise TypeError(f"ConstraintTerm: target must be a number, got {target!r}")
+    if not (math.isfinite(target) and target > 0):
+        raise ValueError(f"ConstraintTerm: target must be positive and finite, got {target!r}")
+    if side not in ("upper", "lower"):
+        raise ValueError(f"ConstraintTerm: side must be 'upper' or 'lower', got {side!r}")
+    if isinstance(squeeze_epochs, bool) or not isinstance(squeeze_epochs, int):
+        raise TypeError(f"ConstraintTerm: squeeze_epochs must be an int, got {squeeze_epochs!r}")
+    # The spec's own bound is never in force: the term reads the bound as unknown
+    # until discovery ends.
+    spec = ConstraintSpec(name, side, margin=_UNKNOWN)
+    squeeze = SqueezeSchedule.geometric(target=float(target), epochs=squeeze_epochs)
+    return ConstraintScheduler(
+        spec, discovery=discovery, hold=hold, squeeze=squeeze, backoff=backoff, bound=side
+    )
+
+
+def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
+    """The value of one step as the mean per example, checked against its declared form.
+
+    A 1-d array holds one value per example (its mean is taken); a number or
+    a 0-d array is accepted only with ``reduction="mean"`` (the caller says it
+    is a mean already).
+    """
+    x: Any
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        shape: tuple[int, ...] = ()
+        x = value
+    else:
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{owner}: expected a number or an array of per-example values, got "
+                f"{type(value).__name__}"
+            ) from None
+        shape = array.shape
+        if array.ndim == 1 and array.size > 0:
+            return float(array.mean())
+        if array.ndim > 1 or array.size == 0:
+            raise ValueError(
+                f"{owner}: expected one value per example, shape (batch,), got shape {shape}; "
+                "sum a per-dimension KL over its dimensions first (kl.sum(dim=-1))"
+            )
+        x = array
+    if reduction != "mean":
+        raise ValueError(
+            f"{owner}: got a single number (shape {shape}) where per-example values, shape "
+            "(batch,), are expected. Pass the per-example values (e.g. kl.sum(dim=-1) before "
+            "any reduction over the batch); if the number is already the batch mean per "
+            "example, build the term with reduction='mean'. A value summed over the batch "
+            "must be divided by the batch size first: the target is per example."
+        )
+    return float(x)
+
+
+class ConstraintTerm:
+    """A loss term that holds a value under a ceiling it discovers, holds and squeezes to a target.
+
+    ``loss = main + term(value)`` each step and ``term.epoch_end()`` each
+    epoch: that is the whole use. The ceiling is discovered from the value's
+    natural level in the first epoch (while the term weighs the value by
+    ``initial``, 1: the plain objective), held, then squeezed geometrically to
+    ``target`` over ``squeeze_epochs`` epochs; a `ChanceMultiplier` sets the
+    value's weight each step so that at most ``alpha`` (5%) of the steps see
+    the value over the ceiling in force, and moves the value towards the next
+    ceiling during each squeeze epoch. Nothing else needs a number: no
+    healthy point, no floor, no learning rate for the weight.
+
+    Values are per example: pass the per-example values, shape ``(batch,)``
+    (their mean is taken), or build the term with ``reduction="mean"`` and
+    pass the batch mean. A number passed to a term that expects per-example
+    values raises, naming the shapes, so a batch-summed value cannot be taken
+    for a mean by mistake.
+
+    This class works on Python and numpy numbers; for tensors (gradients
+    through the term, no host synchronisation on an accelerator) use
+    ``constraint_sched.adapters.torch.TorchConstraintTerm``, which has the same
+    interface.
+
+    Args:
+        name: The value's name, for messages ("kl").
+        target: The final ceiling (floor, with ``side="lower"``), per example.
+        side: ``"upper"`` (a ceiling) or ``"lower"`` (a floor).
+        squeeze_epochs: Epochs from the held ceiling to ``target``.
+        alpha: The largest share of steps over the ceiling in force.
+        settings: The multiplier's settings; ``alpha`` overrides theirs.
+        discovery: How the ceiling is discovered (default: the max of epoch
+            1; ``DiscoveryPhase(statistic="quantile", quantile=0.95)`` for a
+            value that spikes early, ``epochs=`` or ``plateau=`` for one that
+            settles late).
+        hold: Epochs at the discovered ceiling (default 1).
+        backoff: Undo a squeeze after which too many steps were over (default:
+            none; see `Backoff`).
+        reduction: ``"none"`` (per-example values) or ``"mean"``.
+        echo: Print each epoch's line and every event: True to standard
+            error, False for silence (the events still go to the
+            ``constraint_sched`` logger), or a function taking a line.
+
+    Examples:
+        >>> import numpy as np
+        >>> term = ConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
+        >>> rng = np.random.default_rng(0)
+        >>> for epoch in range(6):
+        ...     for step in range(20):
+        ...         kl = rng.normal(12.0 / term.weight**0.7, 0.1, size=32)  # a toy model
+        ...         penalty = term(kl)  # add to the loss; its gradient is term.weight * d kl
+        ...     events = term.epoch_end()
+        >>> term.phase, term.bound
+        (<Phase.CONVERGED: 4>, 5.0)
+    """
+
+    _owner = "ConstraintTerm"
+
+    def __init__(
+        self,
+        name: str = "kl",
+        *,
+        target: float,
+        side: Bound = "upper",
+        squeeze_epochs: int = 4,
+        alpha: float | None = None,
+        settings: ChanceConstraint | None = None,
+        discovery: DiscoveryPhase | None = None,
+        hold: HoldPhase | None = None,
+        backoff: Backoff | None = None,
+        reduction: Reduction = "none",
+        echo: Echo = True,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{self._owner}: name must be a non-empty str, got {name!r}")
+        if reduction not in ("none", "mean"):
+            raise ValueError(
+                f"{self._owner}: reduction must be 'none' or 'mean', got {reduction!r}"
+            )
+        if not (isinstance(echo, bool) or callable(echo)):
+            raise TypeError(f"{self._owner}: echo must be a bool or a callable, got {echo!r}")
+        settings = ChanceConstraint() if settings is None else settings
+        if not isinstance(settings, ChanceConstraint):
+            raise TypeError(f"{self._owner}: settings must be a ChanceConstraint, got {settings!r}")
+        if alpha is not None:
+            settings = attrs.evolve(settings, alpha=alpha)
+        self._scheduler = build_scheduler(
+            name,
+            target,
+            side=side,
+            squeeze_epochs=squeeze_epochs,
+            discovery=discovery,
+            hold=hold,
+            backoff=backoff,
+        )
+        self._settings = settings
+        self._name, self._side, self._reduction = name, side, reduction
+        self._echo: Callable[[str], None] | None = (
+            (_stderr if echo else None) if isinstance(echo, bool) else echo
+        )
+        self._target = float(target)
+        self._steps = 0
+        self._last_steps = 0
+        self._upcoming: tuple[tuple[int, float], float] = ((0, math.nan), math.nan)
+        self._init_multiplier()
+
+    def _init_multiplier(self) -> None:
+        self._multiplier = ChanceMultiplier(self._settings, side=self._side)
+        self._weight = self._multiplier.weight
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The value's name."""
+        return self._name
+
+    @property
+    def target(self) -> float:
+        """The final bound."""
+        return self._target
+
+    @property
+    def scheduler(self) -> ConstraintScheduler:
+        """The scheduler that moves the bound."""
+        return self._scheduler
+
+    @property
+    def settings(self) -> ChanceConstraint:
+        """The multiplier's settings."""
+        return self._settings
+
+    @property
+    def phase(self) -> Phase:
+        """The bound's phase."""
+        return self._scheduler.phase
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 1-based."""
+        return self._scheduler.epoch
+
+    @property
+    def bound(self) -> float:
+        """The bound in force (``inf`` while a ceiling is discovered, ``-inf`` for a floor)."""
+        return self._bound_in_force()
+
+    def _bound_in_force(self) -> float:
+        if self._scheduler.phase is Phase.DISCOVERY:
+            return math.inf if self._side == "upper" else -math.inf
+        return self._scheduler.bound
+
+    @property
+    def last_epoch(self) -> EpochStats | None:
+        """What the last completed epoch saw, or None before the first one ends."""
+        return self._scheduler.last_epoch
+
+    @property
+    def weight(self) -> float:
+        """The weight the last call applied (before any call: the next call's)."""
+        return float(self._weight)
+
+    @property
+    def aim(self) -> float:
+        """The bound the value is being moved towards at this step of the epoch."""
+        return self._aim_bound()
+
+    # -- the step ----------------------------------------------------------------
+
+    def __call__(self, value: Any) -> float:
+        """This step's penalty, ``weight * mean(value)``; records the value.
+
+        Args:
+            value: Per-example values, shape ``(batch,)``, or their mean with
+                ``reduction="mean"``.
+
+        Returns:
+            The term to add to the loss (its derivative is ``weight`` times
+            the value's; read `weight`).
+
+        Raises:
+            ValueError: A value of the wrong shape (see the class docs) or not finite.
+            TypeError: Not a number or an array.
+        """
+        x = per_example_mean(value, self._reduction, self._owner)
+        if not math.isfinite(x):
+            raise ValueError(
+                f"{self._owner} {self._name!r}: the value is not finite ({x!r}); the step's "
+                "loss should be skipped or the step rolled back"
+            )
+        self._weight = self._multiplier.weight
+        aim = self._aim_bound()
+        self._scheduler.observe(x)
+        self._multiplier.update(x, self._bound_in_force(), aim=aim)
+        self._steps += 1
+        return self._weight * x
+
+    def _aim_bound(self) -> float:
+        glide_steps = self._settings.glide * self._last_steps
+        progress = self._steps / glide_steps if glide_steps > 0 else 1.0
+        bound = self._bound_in_force()
+        if not math.isfinite(bound):
+            return bound
+        key = (self._scheduler.epoch, bound)
+        if self._upcoming[0] != key:  # once per epoch (and where discovery ends inside one)
+            self._upcoming = (key, self._scheduler.upcoming_bound)
+        return glide(bound, self._upcoming[1], progress)
+
+    # -- the epoch ---------------------------------------------------------------
+
+    def epoch_end(self) -> list[Event]:
+        """End the epoch: correct the margin, move the bound, print the epoch's line.
+
+        Returns:
+            The scheduler's events (also printed, with ``echo``).
+        """
+        return self._finish(self._scheduler.advance_epoch(log=self._echo is None))
+
+    def _finish(self, events: list[Event]) -> list[Event]:
+        stats = self._scheduler.last_epoch
+        if self._echo is not None:
+            if stats is not None:
+                self._echo(self._line(stats))
+            for event in events:
+                prefix = "warning: " if event.level == "warning" else ""
+                self._echo(f"  {prefix}{event.message}")
+        self._last_steps, self._steps = self._steps, 0
+        return events
+
+    def _line(self, stats: EpochStats) -> str:
+        discovering = stats.phase is Phase.DISCOVERY
+        bound = "discovering" if discovering else f"bound {stats.bound:.4g}"
+        over = "" if discovering else f", {stats.violation_rate:.1%} of steps over it"
+        return (
+            f"{self._name}: epoch {stats.epoch} ({stats.phase.name.lower()}) {bound}{over}, "
+            f"weight {self._multiplier.weight:.4g}; next bound {self.bound:.4g}"
+        )
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The term's state: the scheduler's, the multiplier's, and the step counts."""
+        return {
+            "scheduler": self._scheduler.state_dict(),
+            "multiplier": self._multiplier.state_dict(),
+            "steps": self._steps,
+            "last_steps": self._last_steps,
+            "weight": float(self._weight),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict`; on an error nothing changes.
+
+        Raises:
+            TypeError: Not a mapping.
+            KeyError: A missing entry, named.
+            ValueError: An invalid entry, named.
+        """
+        multiplier, steps, last_steps, weight = self._parse_state(state)
+        self._scheduler.load_state_dict(state["scheduler"])
+        self._multiplier = multiplier
+        self._steps, self._last_steps, self._weight = steps, last_steps, weight
+
+    def _parse_state(self, state: Any) -> tuple[ChanceMultiplier, int, int, float]:
+        """Check everything in a state dict but the scheduler's part (its own load checks it)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{self._owner}.load_state_dict: expected a mapping, got {type(state).__name__}"
+            )
+        for key in ("scheduler", "multiplier", "steps", "last_steps", "weight"):
+            if key not in state:
+                raise KeyError(f"{self._owner}.load_state_dict: state['{key}'] is missing")
+        counts = {k: state[k] for k in ("steps", "last_steps")}
+        for key, v in counts.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(
+                    f"{self._owner}.load_state_dict: state['{key}'] must be an int >= 0, got {v!r}"
+                )
+        weight = state["weight"]
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not 0 < weight < math.inf
+        ):
+            raise ValueError(
+                f"{self._owner}.load_state_dict: state['weight'] must be a positive number, "
+                f"got {weight!r}"
+            )
+        multiplier = ChanceMultiplier(self._settings, side=self._side)
+        multiplier.load_state_dict(state["multiplier"])
+        return multiplier, counts["steps"], counts["last_steps"], float(weight)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._name!r}, target={self._target!r}, "
+            f"phase={self.phase.name}, bound={self.bound:.6g}, weight={self.weight:.4g})"
+        )
