@@ -28,7 +28,11 @@ CI_SIZED = TrainConfig(
 """The default configuration, smaller: 32 steps an epoch, squeezing in epochs 3 to 6."""
 
 MAX_REJECT_RATE = 0.05
-TARGET_LOW = 0.5
+TARGET_LOW = 0.45
+"""The least share of the target each KL half reaches in the first epoch at it. The barrier
+holds the KL under the ceiling, at about 0.8x the target by the end of a full run; in this
+short run's first epoch at the target one half reads 0.495x with torch on two threads and
+0.5x and more on one (the order of float reductions differs), hence 0.45."""
 """The mean KL at the target is at least this share of it (and at most all of it)."""
 MAX_OVER_CEILING = 2 / 32
 """At most two of an epoch's 32 steps may have a KL over the ceiling.
