@@ -183,12 +183,21 @@ class SchedulerCollection:
     def observe(self, values: Mapping[str, SupportsFloat]) -> None:
         """Record an accepted step's values, ``{spec name: value}``, each to its scheduler.
 
+        The whole mapping is checked before anything is recorded: if one
+        name or value is refused, no scheduler records any of it.
+
         Raises:
             KeyError: A name no scheduler has.
+            TypeError: A value ``float()`` does not accept.
+            ValueError: A non-finite value of a scheduler with ``nonfinite="raise"``.
         """
         route = self._route
+        checked: dict[ConstraintScheduler, list[tuple[int, float]]] = {}
         for name, value in values.items():
-            (route.get(name) or self._scheduler_of(name)).observe(name, value)
+            scheduler = route.get(name) or self._scheduler_of(name)
+            checked.setdefault(scheduler, []).append(scheduler._prepare(name, value))
+        for scheduler, pairs in checked.items():
+            scheduler._record_all(pairs)
 
     def merge(self, name: str, tally: Tally, *, log: bool = True) -> None:
         """Record a `Tally` of spec ``name``'s observations in its scheduler.

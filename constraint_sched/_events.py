@@ -137,10 +137,31 @@ class Settled(Event):
 
 @attrs.frozen
 class Squeezed(Event):
-    """The bound was tightened; ``proposed`` is what the schedule asked for."""
+    """The bound was tightened; ``proposed`` is what the schedule asked for.
+
+    ``note``, when set, says why the squeeze does not go as configured (a
+    geometric squeeze from a bound of the other sign than its target moves
+    linearly); such an event is a warning (`level`).
+
+    Examples:
+        >>> Squeezed(constraint="gap", epoch=3, old=-2.0, new=-0.5, proposed=-0.5).level
+        'info'
+    """
 
     kind: ClassVar[str] = "squeezed"
     proposed: float = attrs.field(default=0.0, kw_only=True)
+    note: str = attrs.field(default="", kw_only=True)
+
+    @property
+    def level(self) -> str:
+        """``"warning"`` for a squeeze with a `note`, else ``"info"``."""
+        return "warning" if self.note else "info"
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        line = super().message
+        return f"{line}: {self.note}" if self.note else line
 
 
 @attrs.frozen

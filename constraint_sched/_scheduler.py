@@ -178,8 +178,6 @@ class ConstraintScheduler:
         self._callbacks: list[Callback] = list(callbacks)
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
-        if self._centre is not None:  # observe the distance from the centre
-            self._observe = self._observe_distance  # type: ignore[method-assign]
         initial = aggregate(bound, [_own_bound(s, bound) for s in spec_list])
         self._commit(State(bound=initial))
         self._reset_window()
@@ -340,8 +338,9 @@ class ConstraintScheduler:
         ``observe(name, value)``, and ``observe({name: value, ...})``. Values
         are anything ``float()`` accepts (Python and numpy numbers, 0-d
         arrays). NaN and infinite values are counted and skipped, or raise
-        with ``nonfinite="raise"`` (in a mapping, the values before the bad
-        one are recorded). O(1) time and memory.
+        with ``nonfinite="raise"``. A mapping is checked whole before any of
+        it is recorded: if one name or value is refused, nothing is, so a
+        retry never counts a value twice. O(1) time and memory.
 
         Args:
             name_or_value: The value, a spec name, or a mapping of names to values.
@@ -357,12 +356,11 @@ class ConstraintScheduler:
         if value is _MISSING:
             kind = type(name_or_value)
             if kind is dict or (kind is not float and isinstance(name_or_value, Mapping)):
-                index = self._index
-                for key, item in name_or_value.items():  # type: ignore[union-attr]
-                    i = index.get(key)
-                    self._observe(self._lookup(key) if i is None else i, item)
-                if self._in_window:
-                    self._check_window(log=True)
+                # Every name and value is checked before anything is recorded.
+                prepare = self._prepare
+                self._record_all(
+                    [prepare(k, v) for k, v in name_or_value.items()]  # type: ignore[union-attr]
+                )
                 return
             if not self._single:
                 raise TypeError(
@@ -370,14 +368,36 @@ class ConstraintScheduler:
                     f"this one has {list(self._names)}: use observe(name, value) or "
                     "observe({name: value})"
                 )
-            self._observe(0, name_or_value)  # type: ignore[arg-type]
+            self._record(0, self._value(0, name_or_value))  # type: ignore[arg-type]
         else:
             i = self._index.get(name_or_value)  # type: ignore[arg-type]
-            self._observe(self._lookup(name_or_value) if i is None else i, value)
+            if i is None:
+                i = self._lookup(name_or_value)
+            self._record(i, self._value(i, value))
         if self._in_window:
             self._check_window(log=True)
 
-    def _observe(self, i: int, value: SupportsFloat) -> None:
+    def _prepare(self, name: Any, value: SupportsFloat) -> tuple[int, float]:
+        """Spec ``name``'s slot and ``value`` checked (`_value`), recording nothing."""
+        i = self._index.get(name)
+        if i is None:
+            i = self._lookup(name)
+        return i, self._value(i, value)
+
+    def _record_all(self, checked: Sequence[tuple[int, float]]) -> None:
+        """Record observations `_prepare` checked, then end a full ``steps`` window."""
+        for i, x in checked:
+            self._record(i, x)
+        if self._in_window:
+            self._check_window(log=True)
+
+    def _value(self, i: int, value: SupportsFloat) -> float:
+        """An observation of slot ``i`` as the float recorded (a distance for a ``"width"`` bound).
+
+        Raises:
+            TypeError: ``float()`` does not accept it.
+            ValueError: It is NaN or infinite and ``nonfinite="raise"``.
+        """
         try:
             x = float(value)
         except (TypeError, ValueError):
@@ -385,16 +405,21 @@ class ConstraintScheduler:
                 f"ConstraintScheduler {self.name!r}: observation of {self._names[i]!r} must be a "
                 f"number, got {value!r}"
             ) from None
-        if x - x != 0.0:  # NaN or infinite
-            if self._raise_nonfinite:
-                raise ValueError(
-                    f"ConstraintScheduler {self.name!r}: non-finite observation {x!r} of "
-                    f"{self._names[i]!r} (nonfinite='raise')"
-                )
-            self._nonfinite += 1
-            self._counts[i] += 1
-            return
+        if self._centre is not None:
+            x = abs(x - self._centre)
+        if x - x != 0.0 and self._raise_nonfinite:  # NaN or infinite
+            raise ValueError(
+                f"ConstraintScheduler {self.name!r}: non-finite observation {x!r} of "
+                f"{self._names[i]!r} (nonfinite='raise'); nothing was recorded"
+            )
+        return x
+
+    def _record(self, i: int, x: float) -> None:
+        """Count a checked observation ``x`` of slot ``i``."""
         self._counts[i] += 1
+        if x - x != 0.0:  # NaN or infinite, with nonfinite="skip"
+            self._nonfinite += 1
+            return
         if x > self._violation_above or x < self._violation_below:
             self._violations += 1
         mode = self._mode
@@ -406,17 +431,6 @@ class ConstraintScheduler:
                 self._window[i] = x
         elif mode == _QUANTILE:
             self._reservoirs[i].add(x)
-
-    def _observe_distance(self, i: int, value: SupportsFloat) -> None:
-        """`_observe` for a ``"width"`` bound: of the distance from the centre."""
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            x = value  # type: ignore[assignment]  # _observe names the bad value
-        else:
-            assert self._centre is not None
-            x = abs(x - self._centre)
-        ConstraintScheduler._observe(self, i, x)
 
     def merge(
         self, name_or_tally: str | Tally, tally: Tally = _MISSING, *, log: bool = True
@@ -605,10 +619,7 @@ class ConstraintScheduler:
             fresh_squeeze=r.flag("fresh_squeeze"),
             settle_to=r.optional_number("settle_to") if "settle_to" in r.data else None,
         )
-        if st.phase is not Phase.DISCOVERY and not math.isfinite(st.bound):
-            raise ValueError(
-                f"{path}.state.bound: a {st.phase.name} bound must be finite, got {st.bound}"
-            )
+        _check_loaded(self._cfg, st, f"{path}.state")
         mode = self._mode_for(st.phase)
         reservoirs: list[Reservoir] = []
         if mode == _QUANTILE:
@@ -621,7 +632,11 @@ class ConstraintScheduler:
             window = r.numbers("window", n)
         counts = r.integers("counts", n)
         last = None
-        if r.data.get("last_epoch") is not None:
+        if "last_epoch" not in r.data:
+            raise ValueError(
+                f"{path}.state: missing key 'last_epoch' (null before the first epoch's end)"
+            )
+        if r.data["last_epoch"] is not None:
             e = r.child("last_epoch")
             last = EpochStats(
                 epoch=e.integer("epoch", least=1),
@@ -827,6 +842,47 @@ def _check_specs(specs: ConstraintSpec | Sequence[ConstraintSpec]) -> list[Const
     if duplicates:
         raise ValueError(f"ConstraintScheduler: spec names must be unique, repeated: {duplicates}")
     return spec_list
+
+
+def _check_loaded(cfg: Config, st: State, path: str) -> None:
+    """A ValueError naming the field if a loaded state is not one the transitions can reach."""
+    low, high = cfg.valid_range
+    if st.phase is not Phase.DISCOVERY:
+        if not math.isfinite(st.bound):
+            raise ValueError(
+                f"{path}.bound: a {st.phase.name} bound must be finite, got {st.bound}"
+            )
+        if not low <= st.bound <= high:
+            raise ValueError(
+                f"{path}.bound: {st.bound!r} lies outside [{low!r}, {high!r}], the {cfg.side} "
+                f"bounds that leave every spec of {cfg.name!r} valid"
+            )
+    if st.settle_to is not None and not low <= st.settle_to <= high:
+        raise ValueError(
+            f"{path}.settle_to: {st.settle_to!r} lies outside [{low!r}, {high!r}], the "
+            f"{cfg.side} bounds that leave every spec of {cfg.name!r} valid"
+        )
+    squeeze = cfg.squeeze
+    if st.phase is Phase.CONVERGED and squeeze is not None and st.bound != squeeze.target:
+        raise ValueError(
+            f"{path}.bound: a CONVERGED bound is the squeeze's target {squeeze.target!r}, "
+            f"got {st.bound!r}"
+        )
+    most = cfg.hold.epochs + 1  # a steps discovery holds the rest of its epoch too
+    if st.phase is Phase.HOLD and not 1 <= st.hold_left <= most:
+        raise ValueError(
+            f"{path}.hold_left: a HOLD of {cfg.hold.epochs} epochs has 1 to {most} epochs "
+            f"left, got {st.hold_left}"
+        )
+    if st.phase is not Phase.HOLD and st.hold_left != 0:
+        raise ValueError(
+            f"{path}.hold_left: only a HOLD has epochs left, got {st.hold_left} in {st.phase.name}"
+        )
+    cooldown = cfg.backoff.cooldown if cfg.backoff is not None else 0
+    if st.wait > cooldown:
+        raise ValueError(
+            f"{path}.wait: at most the backoff's cooldown ({cooldown}) epochs, got {st.wait}"
+        )
 
 
 def _valid_range(specs: Sequence[ConstraintSpec], side: Bound) -> tuple[float, float]:

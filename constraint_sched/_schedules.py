@@ -55,6 +55,35 @@ class SqueezeSchedule:
     factor: float | None = None
     max_reject_rate: float | None = None
 
+    def __attrs_post_init__(self) -> None:
+        # The constructors check their arguments; this catches a schedule built
+        # directly (or loaded) whose fields do not make one, before it is used.
+        kind = self.kind
+        if kind not in _KINDS:
+            raise ValueError(
+                f"SqueezeSchedule.kind must be one of {', '.join(map(repr, _KINDS))}, "
+                f"got {kind!r}: build one with SqueezeSchedule.table, .geometric, .linear or "
+                ".adaptive"
+            )
+        if kind in ("geometric", "linear"):
+            _check_epochs(self.epochs, f"SqueezeSchedule({kind!r}).epochs")
+            if kind == "geometric" and self.target == 0.0:
+                raise ValueError("SqueezeSchedule.geometric: target must not be 0 (use linear)")
+        if kind == "table":
+            if not self.table_entries:
+                raise ValueError(
+                    "SqueezeSchedule('table').table_entries: a table needs at least one "
+                    "(epoch, bound) entry; build it with SqueezeSchedule.table({epoch: bound})"
+                )
+            if self.target != self.table_entries[-1][1]:
+                raise ValueError(
+                    f"SqueezeSchedule('table').target {self.target!r} must be the last entry's "
+                    f"bound {self.table_entries[-1][1]!r}"
+                )
+        if kind == "adaptive":
+            _check_factor(self.factor)
+            _check_rate(self.max_reject_rate)
+
     @classmethod
     def table(cls, bounds: Mapping[int, float]) -> SqueezeSchedule:
         """Absolute bounds keyed by the epoch in which they apply; the last entry is the target.
@@ -112,8 +141,11 @@ class SqueezeSchedule:
     def geometric(cls, target: float, epochs: int) -> SqueezeSchedule:
         """Multiply the discovered bound by one factor per epoch, reaching ``target`` in ``epochs``.
 
-        Step ``i`` proposes ``start * (target / start) ** (i / epochs)``. The
-        discovered bound and the target must have the same sign.
+        Step ``i`` proposes ``start * (target / start) ** (i / epochs)``. When
+        the discovered bound is 0 or of the other sign than the target, no
+        factor leads from one to the other: the squeeze then moves in equal
+        steps, as `linear` does, and its first `Squeezed` event is a warning
+        that says so.
 
         Args:
             target: The final bound; not zero.
@@ -126,10 +158,7 @@ class SqueezeSchedule:
             >>> SqueezeSchedule.geometric(target=3000.0, epochs=13).epochs
             13
         """
-        schedule = cls("geometric", target=target, epochs=_check_epochs(epochs))
-        if schedule.target == 0.0:
-            raise ValueError("SqueezeSchedule.geometric: target must not be 0 (use linear)")
-        return schedule
+        return cls("geometric", target=target, epochs=_check_epochs(epochs))
 
     @classmethod
     def linear(cls, target: float, epochs: int) -> SqueezeSchedule:
@@ -174,17 +203,8 @@ class SqueezeSchedule:
             >>> s.propose(2, start=1000.0, current=500.0, reject_rate=0.2)  # waits
             500.0
         """
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
-            raise ValueError(f"SqueezeSchedule.adaptive: factor must lie in (0, 1), got {factor!r}")
-        if (
-            isinstance(max_reject_rate, bool)
-            or not isinstance(max_reject_rate, (int, float))
-            or not 0 <= max_reject_rate <= 1
-        ):
-            raise ValueError(
-                "SqueezeSchedule.adaptive: max_reject_rate must lie in [0, 1], "
-                f"got {max_reject_rate!r}"
-            )
+        _check_factor(factor)
+        _check_rate(max_reject_rate)
         return cls(
             "adaptive", target=target, factor=float(factor), max_reject_rate=float(max_reject_rate)
         )
@@ -241,15 +261,32 @@ class SqueezeSchedule:
         fraction = step / self.epochs
         if kind == "linear":
             return start + (self.target - start) * fraction
-        if (start > 0) != (self.target > 0) or start == 0:
-            raise ValueError(
-                f"SqueezeSchedule.geometric: the discovered bound {start!r} and the target "
-                f"{self.target!r} differ in sign; a geometric squeeze needs one sign (use linear)"
-            )
+        if no_factor(self, start):  # no factor reaches the target: equal steps instead
+            return start + (self.target - start) * fraction
         return float(start * (self.target / start) ** fraction)
 
 
-def _check_epochs(epochs: Any) -> int:
+_KINDS = ("table", "geometric", "linear", "adaptive")
+
+
+def no_factor(schedule: SqueezeSchedule, start: float) -> bool:
+    """Whether a geometric ``schedule`` cannot go from ``start`` by a factor (0, other sign)."""
+    return schedule.kind == "geometric" and (start == 0 or (start > 0) != (schedule.target > 0))
+
+
+def _check_epochs(epochs: Any, what: str = "SqueezeSchedule: epochs") -> int:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"SqueezeSchedule: epochs must be an int >= 1, got {epochs!r}")
+        raise ValueError(f"{what} must be an int >= 1, got {epochs!r}")
     return epochs
+
+
+def _check_factor(factor: Any) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < 1:
+        raise ValueError(f"SqueezeSchedule.adaptive: factor must lie in (0, 1), got {factor!r}")
+
+
+def _check_rate(rate: Any) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ValueError(
+            f"SqueezeSchedule.adaptive: max_reject_rate must lie in [0, 1], got {rate!r}"
+        )

@@ -26,7 +26,7 @@ from constraint_sched._events import (
     Squeezed,
 )
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
-from constraint_sched._schedules import SqueezeSchedule
+from constraint_sched._schedules import SqueezeSchedule, no_factor
 from constraint_sched._spec import Bound
 
 
@@ -315,7 +315,14 @@ def _squeeze(
         new = schedule.target
     if new == st.bound:
         return attrs.evolve(st, step=step, fresh_squeeze=False), events
-    events.append(Squeezed(**base, old=st.bound, new=new, proposed=proposed))
+    note = ""
+    if step == 1 and no_factor(schedule, st.discovered):
+        note = (
+            f"the discovered {_bound_word(cfg)} {st.discovered:g} and the target "
+            f"{schedule.target:g} differ in sign (or the bound is 0), so no factor leads from one "
+            f"to the other: this geometric squeeze moves in {schedule.epochs} equal steps instead"
+        )
+    events.append(Squeezed(**base, old=st.bound, new=new, proposed=proposed, note=note))
     st = attrs.evolve(st, bound=new, step=step, before_squeeze=st.bound, fresh_squeeze=True)
     if new == schedule.target:
         events.append(Converged(**base, old=new, new=new))
@@ -348,6 +355,10 @@ def upcoming(cfg: Config, st: State) -> float:
     )
     new = cfg.tighter(st.bound, proposed)
     return schedule.target if cfg.at_or_past(new, schedule.target) else new
+
+
+def _bound_word(cfg: Config) -> str:
+    return {"upper": "ceiling", "lower": "floor"}.get(cfg.side, "half-width")
 
 
 def _relax(cfg: Config, bound: float, before: float, factor: float) -> float:

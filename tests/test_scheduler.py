@@ -370,15 +370,26 @@ def test_observe_errors_name_the_problem() -> None:
     assert sched.current_epoch.steps == 0
 
 
-def test_geometric_with_a_bound_of_the_other_sign_fails_before_changing_anything() -> None:
+def test_geometric_from_a_bound_of_the_other_sign_moves_linearly_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     spec = ConstraintSpec("m", "box", lower=-1e6, upper=1e6)
-    sched = ConstraintScheduler(spec, squeeze=SqueezeSchedule.geometric(target=-5.0, epochs=2))
-    feed(sched, [10.0])
-    sched.observe(3.0)
-    before = sched.state_dict()
-    with pytest.raises(ValueError, match="differ in sign"):
-        sched.advance_epoch()
-    assert sched.state_dict() == before
+    sched = ConstraintScheduler(spec, squeeze=SqueezeSchedule.geometric(target=-5.0, epochs=3))
+    feed(sched, [10.0])  # discovered 10: no factor takes 10 to -5
+    with caplog.at_level(logging.INFO, logger="constraint_sched"):
+        first = sched.advance_epoch()  # the hold ends: the first squeeze step
+        later = [sched.advance_epoch() for _ in range(2)]
+    (squeezed,) = [e for e in first if isinstance(e, Squeezed)]
+    assert squeezed.new == 5.0  # 10 + (-5 - 10) / 3
+    assert squeezed.level == "warning"
+    assert "differ in sign" in squeezed.note
+    assert "3 equal steps" in squeezed.message
+    assert [e.new for e in later[0]] == [0.0]
+    assert [e.kind for e in later[1]] == ["squeezed", "converged"]
+    assert sched.bound == -5.0
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert "differ in sign" in warned[0].getMessage()
 
 
 def test_counters_and_rates() -> None:

@@ -10,8 +10,8 @@ and reduces it across ranks with two collectives.
 
 The device's median/quantile sample is a reservoir of *steps*: whether a step
 is kept, and in which row, is decided on the host from the number of steps
-(Algorithm R with a seeded Python generator), so a kept step costs one row
-copy on the device and a skipped one nothing. A row holds every slot's value
+(Algorithm R with a Python generator seeded afresh each epoch), so a kept
+step costs one row copy on the device and a skipped one nothing. A row holds every slot's value
 of that step, NaN where a value is missing, invalid or not accepted; the
 valid entries of a slot are a uniform sample of its valid values.
 """
@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from constraint_sched import _state
 from constraint_sched._reservoir import Reservoir
 
 # Row order of the statistics; the last two are reduced by max, the others by sum.
@@ -106,6 +108,56 @@ class HostTally:
         """Whether nothing was counted since `start`."""
         return not any(self.count) and not self.rejects
 
+    def state(self) -> dict[str, Any]:
+        """Everything counted since `start`, as plain data that `load` restores exactly."""
+        code = _state.encode_float
+        return {
+            "count": list(self.count),
+            "nonfinite": list(self.nonfinite),
+            "violations": list(self.violations),
+            "total": [code(v) for v in self.total],
+            "maximum": [code(v) for v in self.maximum],
+            "minimum": [code(v) for v in self.minimum],
+            "rejects": self.rejects,
+            "reservoirs": None if self.reservoirs is None else [r.state() for r in self.reservoirs],
+        }
+
+    def load(self, data: _state.Reader) -> None:
+        """Restore what `state` wrote, after a `start` for the same epoch.
+
+        Raises:
+            ValueError: A field is missing or corrupt (named); nothing changes.
+        """
+        n = self.n
+        count, nonfinite = data.integers("count", n), data.integers("nonfinite", n)
+        violations, rejects = data.integers("violations", n), data.integer("rejects")
+        total, maximum = data.numbers("total", n), data.numbers("maximum", n)
+        minimum = data.numbers("minimum", n)
+        for i in range(n):
+            if not nonfinite[i] + violations[i] <= count[i]:
+                raise ValueError(
+                    f"{data.path}: slot {i} counts {count[i]} observations, {nonfinite[i]} "
+                    f"non-finite and {violations[i]} violations"
+                )
+        saved = data.data.get("reservoirs")
+        if (saved is None) != (self.reservoirs is None):
+            want = "a sample per spec" if self.reservoirs is not None else "none"
+            raise ValueError(
+                f"{data.path}.reservoirs: this epoch's discovery keeps {want}, got {saved!r}"
+            )
+        reservoirs = None
+        if self.reservoirs is not None:
+            items = data.items("reservoirs", n)
+            reservoirs = []
+            for i, (fresh, item) in enumerate(zip(self.reservoirs, items, strict=True)):
+                reservoir = Reservoir(fresh.size, 0)
+                reservoir.load(_state.Reader(item, f"{data.path}.reservoirs[{i}]"))
+                reservoirs.append(reservoir)
+        self.count, self.nonfinite, self.violations = count, nonfinite, violations
+        self.total, self.maximum, self.minimum = total, maximum, minimum
+        self.rejects = rejects
+        self.reservoirs = reservoirs
+
 
 class DeviceTally:
     """The statistics of tensors on one device, updated in place: no host synchronisation.
@@ -143,8 +195,17 @@ class DeviceTally:
         self._constant: dict[int, torch.Tensor] = {}
         self.start(bounds, sampling=False)
 
-    def start(self, bounds: Sequence[float], *, sampling: bool) -> None:
-        """Empty the statistics for a new epoch under ``bounds`` (once per epoch: a copy)."""
+    def start(self, bounds: Sequence[float], *, sampling: bool, seed: int | None = None) -> None:
+        """Empty the statistics for a new epoch under ``bounds`` (once per epoch: a copy).
+
+        Args:
+            bounds: The bounds in force, one per slot.
+            sampling: Keep the median or quantile sample this epoch.
+            seed: Restart the sample's generator from this seed (an epoch's
+                own), so that an epoch's sample never depends on earlier epochs.
+        """
+        if seed is not None:
+            self._rng = random.Random(seed)
         self.stats[:4].zero_()
         self.stats[4:].fill_(-math.inf)
         self.rejects.zero_()
@@ -242,6 +303,58 @@ class DeviceTally:
         self.touched = True
         self.rejects.add_(flag.detach().reshape(()).to(self.dtype))
 
+    def state(self) -> dict[str, Any]:
+        """Everything counted since `start`, as plain data that `load` restores exactly.
+
+        Reads the device (a synchronisation): for checkpoints only.
+        """
+        code = _state.encode_float
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "device": str(self.device),
+            "stats": [[code(v) for v in row] for row in self.stats.tolist()],
+            "rejects": float(self.rejects.item()),
+            "samples": [[code(v) for v in row] for row in self.samples[: self.kept].tolist()],
+            "steps": self.steps,
+            "sampling": self.sampling,
+            "touched": self.touched,
+            "rng": {"version": version, "internal": list(internal), "gauss": gauss},
+        }
+
+    @torch.no_grad()
+    def load(self, data: _state.Reader) -> None:
+        """Restore what `state` wrote, after a `start` for the same epoch.
+
+        Raises:
+            ValueError: A field is missing or corrupt (named); nothing changes.
+        """
+        path, n = data.path, self.n
+        stats = _rows(data.items("stats", 6), n, f"{path}.stats", allow_nan=False)
+        rejects = data.number("rejects")
+        steps = data.integer("steps")
+        sampling, touched = data.flag("sampling"), data.flag("touched")
+        if sampling != self.sampling:
+            raise ValueError(
+                f"{path}.sampling: saved as {sampling}, but this epoch's discovery "
+                f"{'keeps' if self.sampling else 'keeps no'} sample"
+            )
+        kept = min(steps, self.sample_size)
+        samples = _rows(data.items("samples", kept), n, f"{path}.samples", allow_nan=True)
+        rng = data.child("rng")
+        internal = rng.integers("internal")
+        generator = random.Random()
+        try:
+            generator.setstate((rng.integer("version"), tuple(internal), rng.data.get("gauss")))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}.rng: not a generator state: {error}") from None
+        self.stats.copy_(torch.tensor(stats, dtype=self.dtype))
+        self.rejects.fill_(rejects)
+        self.samples.fill_(math.nan)
+        if samples:
+            self.samples[:kept].copy_(torch.tensor(samples, dtype=self.dtype))
+        self.steps, self.touched = steps, touched
+        self._rng = generator
+
     @torch.no_grad()
     def pack(self, *, samples: bool) -> torch.Tensor:
         """The statistics, and the sample rows if asked, packed on the device (see `layout`)."""
@@ -249,3 +362,16 @@ class DeviceTally:
         if samples:
             parts.append(self.samples.reshape(-1))
         return torch.cat(parts).to(torch.float64)
+
+
+def _rows(rows: list[Any], n: int, path: str, *, allow_nan: bool) -> list[list[float]]:
+    """Saved rows of ``n`` numbers each (non-finite ones encoded); ValueError naming the entry."""
+    out = []
+    for r, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != n:
+            raise ValueError(f"{path}[{r}]: expected a list of {n} numbers, got {row!r}")
+        out.append(
+            [_state.decode_float(v, f"{path}[{r}][{i}]", allow_nan=allow_nan)
+             for i, v in enumerate(row)]
+        )  # fmt: skip
+    return out

@@ -409,11 +409,16 @@ class TorchScheduler:
 
         Raises:
             KeyError: An unknown spec name.
-            TypeError: A value that is neither a number nor a tensor, a missing
-                name with several specs, or an ``accepted`` that is not a bool.
-            ValueError: A tensor with more than one element; a non-finite host
-                value of a scheduler with ``nonfinite="raise"`` (device values
-                are checked at the epoch boundary).
+            TypeError: A value that is neither a number nor a real tensor
+                (complex tensors are refused on every device), a missing name
+                with several specs, or an ``accepted`` that is not a bool.
+            ValueError: A tensor with more than one element or on the meta
+                device (no data); a non-finite host value of a scheduler with
+                ``nonfinite="raise"`` (device values are checked at the epoch
+                boundary).
+
+        A mapping is checked whole before any of it is recorded: if one name
+        or value is refused, nothing is, so a retry never counts a value twice.
         """
         if value is _MISSING:
             if isinstance(name_or_value, Mapping):
@@ -431,6 +436,7 @@ class TorchScheduler:
         flag: torch.Tensor | None = None
         if accepted is not None:
             if isinstance(accepted, torch.Tensor):
+                _refuse_meta(accepted, "TorchScheduler.observe: accepted")
                 if accepted.dtype != torch.bool or accepted.numel() != 1:
                     raise TypeError(
                         "TorchScheduler.observe: accepted must be a bool or a one-element bool "
@@ -449,8 +455,10 @@ class TorchScheduler:
                     f"TorchScheduler.observe: accepted must be a bool or a bool tensor, "
                     f"got {type(accepted).__name__} {accepted!r}"
                 )
+        # Everything is checked before anything is recorded: a refused name or
+        # value leaves the epoch's statistics as they were.
         groups: dict[torch.device, tuple[list[int], list[torch.Tensor]]] = {}
-        host = self._host
+        on_host: list[tuple[int, float]] = []
         for name, v in items:
             i = self._index.get(name)
             if i is None:
@@ -462,8 +470,14 @@ class TorchScheduler:
                         f"got a tensor of shape {tuple(v.shape)}: reduce per-sample values "
                         "first (e.g. with .mean() or .max()), or observe them one by one"
                     )
+                _refuse_meta(v, f"TorchScheduler.observe: the value of {name!r}")
+                if v.is_complex():
+                    raise TypeError(
+                        f"TorchScheduler.observe: the value of {name!r} must be real, got a "
+                        f"{v.dtype} tensor"
+                    )
                 centre = self._centres[i]
-                if centre is not None and not v.is_complex():
+                if centre is not None:
                     v = (v.detach() - centre).abs()
                 if self._on_device(v) or (where is not None and v.device.type != "cpu"):
                     device = v.device if where is None else where
@@ -473,10 +487,6 @@ class TorchScheduler:
                     group[0].append(i)
                     group[1].append(v if v.device == device else v.to(device))
                     continue
-                if v.is_complex():
-                    raise TypeError(
-                        f"TorchScheduler.observe: the value of {name!r} must be real, got {v!r}"
-                    )
                 x = float(v.item())
             else:
                 try:
@@ -496,8 +506,12 @@ class TorchScheduler:
                 continue
             if x - x != 0.0 and self._raise_nonfinite[i]:
                 raise ValueError(
-                    f"TorchScheduler: non-finite observation {x!r} of {name!r} (nonfinite='raise')"
+                    f"TorchScheduler: non-finite observation {x!r} of {name!r} "
+                    "(nonfinite='raise'); nothing was recorded"
                 )
+            on_host.append((i, x))
+        host = self._host
+        for i, x in on_host:
             host.add(i, x)
         for device, (slots, values) in groups.items():
             self._tally(device).add(
@@ -525,6 +539,7 @@ class TorchScheduler:
             ValueError: A negative count.
         """
         if isinstance(count, torch.Tensor):
+            _refuse_meta(count, "TorchScheduler.reject: count")
             device_flag = count.dtype == torch.bool and self._on_device(count)
             cpu_int = count.device.type == "cpu" and not (
                 count.is_floating_point() or count.is_complex()
@@ -563,8 +578,11 @@ class TorchScheduler:
 
         Raises:
             ValueError: The ranks' schedulers are configured differently or at
-                different epochs, or a non-finite value reached a scheduler with
-                ``nonfinite="raise"``. Nothing changes.
+                different epochs (nothing changes), or non-finite values
+                reached a scheduler with ``nonfinite="raise"`` on the device
+                path (the message counts them per spec). Those values are
+                dropped and nothing else changes: the next call ends the epoch
+                with the rest, as if they had never been observed.
         """
         log = log and _distributed.rank(self._group) == 0
         tallies = self._merge_epoch_so_far(log=log)
@@ -602,18 +620,33 @@ class TorchScheduler:
         if distributed:
             self._check_agreement()
         tallies, rejects = self._collect(distributed)
-        for i, tally in enumerate(tallies):
-            if tally.nonfinite and self._raise_nonfinite[i]:
-                raise ValueError(
-                    f"TorchScheduler: {tally.nonfinite} non-finite observations of "
-                    f"{self._names[i]!r} this epoch (nonfinite='raise')"
-                )
+        bad = [i for i, t in enumerate(tallies) if t.nonfinite and self._raise_nonfinite[i]]
+        if bad:  # raised once: the bad values go, so the next call can end the epoch
+            self._drop_nonfinite(bad)
+            counts = ", ".join(f"{tallies[i].nonfinite} of {self._names[i]!r}" for i in bad)
+            raise ValueError(
+                f"TorchScheduler: non-finite observations this epoch ({counts}) with "
+                "nonfinite='raise'; they were dropped and the epoch's other observations kept: "
+                "call advance_epoch again to end the epoch without them"
+            )
         # Rejects first: a steps discovery counts rejected steps, and ends in a merge.
         for scheduler in self._schedulers:
             scheduler.reject(rejects)
         for i, tally in enumerate(tallies):
             self._owner[i].merge(self._names[i], tally, log=log)
         return tallies
+
+    @torch.no_grad()
+    def _drop_nonfinite(self, slots: list[int]) -> None:
+        """Forget the non-finite observations of ``slots`` this epoch, on the host and devices."""
+        host = self._host
+        for i in slots:
+            host.count[i] -= host.nonfinite[i]
+            host.nonfinite[i] = 0
+        for tally in self._devices.values():
+            for i in slots:
+                tally.stats[0, i] -= tally.stats[1, i]
+                tally.stats[1, i] = 0.0
 
     def _end_windows(self) -> None:
         """A ``steps`` discovery's window is full: merge what the epoch saw so far (one sync)."""
@@ -629,27 +662,40 @@ class TorchScheduler:
         """The core's state and this epoch's statistics so far, as plain data.
 
         Goes into an ordinary ``torch.save`` and loads with
-        ``torch.load(..., weights_only=True)`` (or JSON). Reading the device
-        statistics synchronises; in a distributed run save at an epoch
-        boundary, where they are empty (each rank holds only its own part).
+        ``torch.load(..., weights_only=True)`` (or JSON). The epoch's
+        statistics are saved as they are held, on the host and on each device
+        (with the median or quantile samples and their generators), so a
+        scheduler restored mid-epoch goes on exactly as this one would.
+        Reading the device statistics synchronises; in a distributed run save
+        at an epoch boundary, where they are empty (each rank holds only its
+        own part).
 
         Returns:
             ``{"format", "version", "names", "core", "epoch"}``.
         """
-        tallies, rejects = self._collect(distributed=False)
         return {
             "format": _FORMAT,
             "version": _state.FORMAT_VERSION,
             "names": list(self._names),
             "core": self._core.state_dict(),
             "epoch": {
-                "rejects": rejects,
-                "tallies": [_tally_plain(t) for t in tallies],
+                "host": self._host.state(),
+                "devices": [t.state() for t in self._devices.values() if t.touched],
+                "window_calls": self._window_calls,
+                "flushed": None
+                if self._flushed is None
+                else [_tally_plain(t) for t in self._flushed],
             },
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a `state_dict`: the core's state and the epoch's statistics so far.
+
+        Statistics saved on a device this process does not have (a CUDA
+        checkpoint on a CPU-only machine) are restored on the CPU. A state of
+        an earlier release (one combined tally per spec) loads too; a median
+        or quantile sample from it then only stands for the observations it
+        summarises, so the rest of that epoch is not bit-identical.
 
         Raises:
             ValueError: Corrupt, foreign or newer data, other spec names, or a
@@ -664,14 +710,51 @@ class TorchScheduler:
                 f"{path}.names: saved for specs {names!r}, but this TorchScheduler has "
                 f"{list(self._names)}"
             )
-        r = _state.Reader(state_dict, path).child("epoch")
-        rejects = r.integer("rejects")
-        items = r.items("tallies", len(self._names))
-        tallies = [_tally_read(item, f"{path}.epoch.tallies[{i}]") for i, item in enumerate(items)]
         core = state_dict.get("core")
         if not isinstance(core, Mapping):
             raise ValueError(f"{path}.core: expected a mapping, got {core!r}")
+        epoch = _state.Reader(state_dict, path).child("epoch")
+        before = self.state_dict()
+        try:
+            self._load(core, epoch)
+        except ValueError:
+            self._load(before["core"], _state.Reader(before, path).child("epoch"))
+            raise
+
+    def _load(self, core: Mapping[str, Any], epoch: _state.Reader) -> None:
+        """Load the core, then the epoch's statistics (`load_state_dict` undoes a failure)."""
+        if "host" not in epoch.data:  # an earlier release's combined tallies
+            self._load_combined(core, epoch)
+            return
+        window_calls = epoch.integer("window_calls")
+        flushed = None
+        if epoch.data.get("flushed", None) is not None:
+            items = epoch.items("flushed", len(self._names))
+            flushed = [
+                _tally_read(item, f"{epoch.path}.flushed[{i}]") for i, item in enumerate(items)
+            ]
+        devices = epoch.items("devices")
         self._core.load_state_dict(core)
+        self._devices = {}
+        self._window_calls, self._flushed = window_calls, flushed
+        self._start_epoch()
+        self._host.load(epoch.child("host"))
+        for k, item in enumerate(devices):
+            saved = _state.Reader(item, f"{epoch.path}.devices[{k}]")
+            device = _usable_device(saved)
+            if device in self._devices:
+                raise ValueError(
+                    f"{saved.path}.device: the statistics of {saved.data.get('device')!r} would "
+                    f"be restored on {device}, which already holds another device's"
+                )
+            self._tally(device).load(saved)
+
+    def _load_combined(self, core: Mapping[str, Any], epoch: _state.Reader) -> None:
+        rejects = epoch.integer("rejects")
+        items = epoch.items("tallies", len(self._names))
+        tallies = [_tally_read(item, f"{epoch.path}.tallies[{i}]") for i, item in enumerate(items)]
+        self._core.load_state_dict(core)
+        self._window_calls, self._flushed = 0, None
         self._start_epoch()
         host = self._host
         for i, tally in enumerate(tallies):
@@ -742,9 +825,13 @@ class TorchScheduler:
                 sample_size=self._sample_size,
                 seed=seed_for("/".join(self._names) + f"@{device}"),
             )
-            tally.start(bounds, sampling=self._sampling())
+            tally.start(bounds, sampling=self._sampling(), seed=self._device_seed(device))
             self._devices[device] = tally
         return tally
+
+    def _device_seed(self, device: torch.device) -> int:
+        """The seed of a device's sample this epoch (restarted each epoch, so never saved)."""
+        return seed_for("/".join(self._names) + f"@{device}/{self.epoch}")
 
     def _bound_lists(self) -> tuple[list[float], list[float], list[float], list[float]]:
         bounds, signs, above, below = [], [], [], []
@@ -774,8 +861,8 @@ class TorchScheduler:
                 for n in self._names
             ]
         self._host.start(above, below, reservoirs)
-        for tally in self._devices.values():
-            tally.start(bounds, sampling=sampling)
+        for device, tally in self._devices.items():
+            tally.start(bounds, sampling=sampling, seed=self._device_seed(device))
         windows = [
             s.discovery.steps
             for s in self._schedulers
@@ -969,6 +1056,31 @@ def _numbers(spec: ConstraintSpec) -> dict[str, float]:
         if value is not None:
             out[field] = math.inf if value == "auto" else float(value)
     return out
+
+
+def _usable_device(saved: _state.Reader) -> torch.device:
+    """The device a saved device tally is restored on: its own, or the CPU if absent here."""
+    name = saved.data.get("device")
+    try:
+        device = torch.device(name)  # type: ignore[arg-type]
+    except (TypeError, RuntimeError):
+        raise ValueError(f"{saved.path}.device: expected a torch device, got {name!r}") from None
+    if device.type == "meta":
+        raise ValueError(f"{saved.path}.device: statistics cannot live on the meta device")
+    try:
+        torch.empty((), device=device)
+    except (RuntimeError, AssertionError):  # torch raises both for a device it lacks
+        return torch.device("cpu")
+    return device
+
+
+def _refuse_meta(t: torch.Tensor, what: str) -> None:
+    """A ValueError for a tensor on the meta device, which holds no value to count."""
+    if t.device.type == "meta":
+        raise ValueError(
+            f"{what} is a meta tensor, which holds no data: pass the real value (a model built "
+            "on the meta device must be materialised first, e.g. with to_empty() and its init)"
+        )
 
 
 def _tally_plain(t: Tally) -> dict[str, Any]:
