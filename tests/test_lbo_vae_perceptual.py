@@ -238,8 +238,10 @@ def test_the_module_examples_run() -> None:
 def test_the_option_is_off_by_default_and_checked() -> None:
     assert TrainConfig().perceptual_weights is None
     assert TrainConfig(perceptual_weights="vgg.pth").perceptual_weights == "vgg.pth"
-    for bad in ("", 3, Path("vgg.pth")):
-        with pytest.raises(ValueError, match="perceptual_weights"):
+    with pytest.raises(ValueError, match="perceptual_weights"):
+        TrainConfig(perceptual_weights="")
+    for bad in (3, Path("vgg.pth")):  # a wrong type: a TypeError, naming the type
+        with pytest.raises(TypeError, match=rf"perceptual_weights .* \({type(bad).__name__}\)"):
             TrainConfig(perceptual_weights=bad)
 
 

@@ -39,46 +39,129 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a local torchvision VGG16 weights file: adds the perceptual goal (never downloaded)",
     )
-    train.add_argument("--out", default="lbo-vae-run", help="output folder (default: %(default)s)")
+    train.add_argument(
+        "--out",
+        default="lbo-vae-run",
+        help="output folder (default: %(default)s); one that holds a run is refused unless "
+        "--resume or --overwrite is given",
+    )
     train.add_argument("--config", help="a TOML file of settings (see the docs' trainer page)")
     train.add_argument("--resume", help="a checkpoint to continue from")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that --out holds (its metrics.jsonl and checkpoint.pt)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="print a run's summary and redraw its plots")
     report.add_argument("run", help="the run's output folder")
     return parser
 
 
+class UsageError(Exception):
+    """A mistake in what the command was given, reported as ``lbo-vae: error: ...``."""
+
+
+USER_ERRORS = (
+    UsageError,
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    ImportError,
+)
+"""What `main` reports on one line, with exit status 2; anything else is a bug: a traceback."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (2: a mistake, reported on one line)."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
             return _train(args)
         return _report(Path(args.run))
-    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError) as error:
+    except USER_ERRORS as error:
         print(f"lbo-vae: error: {error}", file=sys.stderr)
         return 2
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Train a run; under ``torchrun`` (``WORLD_SIZE`` > 1) as one rank of a data-parallel run."""
+    """Train a run; under ``torchrun`` (``WORLD_SIZE`` > 1) as one rank of a data-parallel run.
+
+    The settings and ``--out`` are checked before anything is written, and a
+    ``--resume`` checkpoint is read whole before ``--out`` changes (`Run.load`).
+    """
     from constraint_sched.adapters.torch.lbo_vae import _distributed
     from constraint_sched.adapters.torch.lbo_vae._train import pick_device
 
-    config = load_config(args.config) if args.config else TrainConfig()
-    dataset = "folder" if args.data is not None else args.dataset
-    config = config.replace(
-        dataset=dataset,
-        data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        seed=args.seed,
-        perceptual_weights=args.perceptual_weights,
-    )
+    if args.resume and args.overwrite:
+        raise UsageError(
+            "--resume and --overwrite exclude each other: --resume continues the run of its "
+            "checkpoint, --overwrite starts a new one"
+        )
+    config = _config(args)
+    _check_out(Path(args.out), resume=args.resume is not None, overwrite=args.overwrite)
     with _distributed.process_group(pick_device(config.device)):
         return _train_run(args, config)
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the ``--config`` file's, then the options over them.
+
+    Raises:
+        UsageError: A value of the wrong type (TrainConfig's `TypeError`,
+            which names the key, the value and the type it needs).
+    """
+    try:
+        config = load_config(args.config) if args.config else TrainConfig()
+        dataset = "folder" if args.data is not None else args.dataset
+        return config.replace(
+            dataset=dataset,
+            data=args.data,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            seed=args.seed,
+            perceptual_weights=args.perceptual_weights,
+        )
+    except TypeError as error:  # only the settings' own checks: a bug elsewhere still raises
+        raise UsageError(str(error)) from None
+
+
+def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or under one, or holds a run not to be replaced.
+
+    A folder holding ``metrics.jsonl`` or ``checkpoint.pt`` holds a run: it is
+    refused unless ``resume`` or ``overwrite``. A missing folder, an empty one
+    or one of other files only is fine.
+
+    Raises:
+        UsageError: The message says what to pass instead.
+    """
+    from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, METRICS
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
+            break
+    if resume or overwrite or not out.is_dir():
+        return
+    found = [name for name in (METRICS, CHECKPOINT) if (out / name).is_file()]
+    if not found:
+        return
+    if CHECKPOINT in found:
+        hint = f"pass --resume {out / CHECKPOINT} to continue it or --overwrite to replace it"
+    else:
+        hint = f"pass --overwrite to replace it (it has no {CHECKPOINT} to --resume from)"
+    raise UsageError(
+        f"--out {str(out)!r} holds a previous run ({', '.join(found)}): {hint}, "
+        "or choose another --out"
+    )
 
 
 def _train_run(args: argparse.Namespace, config: TrainConfig) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,16 +11,55 @@ from typing import Any
 
 import attrs
 
+Validator = Any
+"""An attrs field validator: ``(instance, attribute, value) -> None``, raising on a bad value."""
+
+
+def _kind(value: Any) -> str:
+    """``value`` and its type, as the messages show them: ``'abc' (str)``."""
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _to_int(value: Any) -> Any:
+    """An integral number (numpy's too) as an int; anything else as it is, for the validator."""
+    if isinstance(value, bool):  # an int, and Integral, to Python: refused by the validator
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else value
+
+
+def _to_float(value: Any) -> Any:
+    """A real number as a float (``lr=1`` is 1.0); anything else, bools too, as it is."""
+    if isinstance(value, bool):
+        return value
+    return float(value) if isinstance(value, numbers.Real) else value
+
+
+def _integer(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # bool is an int subclass, and 1.5 or 2.0 in an int field is a mistake: both are refused.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"TrainConfig.{attribute.name} must be an integer, got {_kind(value)}")
+
+
+def _number(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # After _to_float every real number is a float: what is left (bools, strings) is refused.
+    if not isinstance(value, float):
+        raise TypeError(f"TrainConfig.{attribute.name} must be a number, got {_kind(value)}")
+
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not value > 0:
         raise ValueError(f"TrainConfig.{attribute.name} must be positive, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"TrainConfig.{attribute.name} must be finite, got {value!r}")
 
 
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value < 0:
+        raise ValueError(f"TrainConfig.{attribute.name} must be 0 or more, got {value!r}")
+
+
 def _image_size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value & (value - 1):
+    if value < 16 or value & (value - 1):
         raise ValueError(
             f"TrainConfig.image_size must be a power of two of at least 16, got {value!r}"
         )
@@ -37,44 +77,102 @@ def _fraction(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
 
 def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"TrainConfig.{attribute.name} must be true or false, got {value!r}")
+        raise TypeError(f"TrainConfig.{attribute.name} must be true or false, got {_kind(value)}")
 
 
-def _optional_path(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValueError(
-            f"TrainConfig.{attribute.name} must be a file's path (a non-empty string) or not "
-            f"set, got {value!r}"
-        )
+def _optional_path(what: str) -> Validator:
+    """A validator: the field is ``what``'s path (a non-empty string), or None."""
 
-
-def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None:
-        _positive(instance, attribute, value)
-
-
-def _one_of(*choices: str) -> Any:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in choices:
+        if value is None:
+            return
+        if not isinstance(value, str):
+            raise TypeError(
+                f"TrainConfig.{attribute.name} must be the path of {what} (a string) or not "
+                f"set, got {_kind(value)}"
+            )
+        if not value:
             raise ValueError(
-                f"TrainConfig.{attribute.name} must be one of {', '.join(map(repr, choices))}, "
-                f"got {value!r}"
+                f"TrainConfig.{attribute.name} must be the path of {what} (a non-empty string) "
+                "or not set, got ''"
             )
 
     return check
 
 
-def _table(value: Any) -> dict[int, float] | None:
+def _one_of(*choices: str) -> Validator:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        names = ", ".join(map(repr, choices))
+        if not isinstance(value, str):
+            raise TypeError(
+                f"TrainConfig.{attribute.name} must be a string, one of {names}, got {_kind(value)}"
+            )
+        if value not in choices:
+            raise ValueError(f"TrainConfig.{attribute.name} must be one of {names}, got {value!r}")
+
+    return check
+
+
+def _to_table(value: Any) -> Any:
+    """A ``{epoch: ceiling}`` table with int epochs and float ceilings, where they are numbers.
+
+    TOML's keys are strings: ``{ 3 = 50.0 }`` is ``{"3": 50.0}``, so a key of
+    digits is an epoch. Anything else stays as it is, for `_table` to name.
+    """
+    if not isinstance(value, Mapping):
+        return value
+
+    def epoch(key: Any) -> Any:
+        if isinstance(key, str) and key.strip().isdecimal():
+            return int(key)
+        return _to_int(key)
+
+    return {epoch(k): _to_float(v) for k, v in value.items()}
+
+
+def _table(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
-        return None
-    if not isinstance(value, Mapping) or not value:
-        raise ValueError(f"TrainConfig.kl_table must be a non-empty table, got {value!r}")
-    try:
-        return {int(k): float(v) for k, v in value.items()}
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"TrainConfig.kl_table maps epochs to ceilings, got {dict(value)!r}"
-        ) from None
+        return
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"TrainConfig.kl_table must be a table of epochs to ceilings, got {_kind(value)}"
+        )
+    if not value:
+        raise ValueError("TrainConfig.kl_table must be a non-empty table, got {}")
+    for key, ceiling in value.items():
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(
+                f"TrainConfig.kl_table's keys must be epochs (integers), got {_kind(key)}"
+            )
+        if key < 1:
+            raise ValueError(f"TrainConfig.kl_table's epochs must be 1 or more, got {key!r}")
+        if not isinstance(ceiling, float):
+            raise TypeError(
+                f"TrainConfig.kl_table[{key}] must be a number (a ceiling), got {_kind(ceiling)}"
+            )
+        if not (math.isfinite(ceiling) and ceiling > 0):
+            raise ValueError(
+                f"TrainConfig.kl_table[{key}] must be a positive, finite ceiling, got {ceiling!r}"
+            )
+
+
+def _optional(*validators: Validator) -> Validator:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            for validator in validators:
+                validator(instance, attribute, value)
+
+    return check
+
+
+def _int_field(default: int, *validators: Validator) -> Any:
+    """An integer field: numpy's integers become ints; bools, floats and strings are refused."""
+    return attrs.field(default=default, converter=_to_int, validator=[_integer, *validators])
+
+
+def _float_field(default: float, *validators: Validator) -> Any:
+    """A number field: ints become floats (``lr=1`` is 1.0); bools and strings are refused."""
+    return attrs.field(default=default, converter=_to_float, validator=[_number, *validators])
 
 
 SEED_TABLE = {
@@ -113,43 +211,67 @@ class TrainConfig:
     and nothing is loaded or downloaded. ``heldout`` images, which training
     never sees, measure the model at every epoch's end.
 
+    Every field is checked when the config is made. An integer field takes
+    an int, never a bool nor a float (``epochs=1.5`` and ``epochs=2.0`` alike);
+    a number field takes a float or an int (``lr=1`` is 1.0), never a bool
+    nor a string; ``data`` and ``perceptual_weights`` are paths as strings
+    (``str(path)`` for a `~pathlib.Path`: a config is plain data). A value of
+    the wrong type is a `TypeError`, one out of range a `ValueError`; each
+    names the field, the value (and its type) and what was expected.
+
+    Raises:
+        TypeError: A field's value has the wrong type.
+        ValueError: A field's value is out of range, or two fields disagree.
+
     Examples:
         >>> TrainConfig(epochs=3).batch_size
         64
+        >>> TrainConfig(lr=1).lr
+        1.0
+        >>> TrainConfig(seed="abc")
+        Traceback (most recent call last):
+        ...
+        TypeError: TrainConfig.seed must be an integer, got 'abc' (str)
     """
 
     dataset: str = attrs.field(default="shapes", validator=_one_of("shapes", "digits", "folder"))
-    data: str | None = None
-    images: int = attrs.field(default=4096, validator=_positive)
-    heldout: int = attrs.field(default=512, validator=_positive)
-    image_size: int = attrs.field(default=32, validator=_image_size)
-    epochs: int = attrs.field(default=9, validator=_positive)
-    batch_size: int = attrs.field(default=64, validator=_positive)
-    lr: float = attrs.field(default=3e-3, converter=float, validator=_positive)
+    data: str | None = attrs.field(default=None, validator=_optional_path("a folder of images"))
+    images: int = _int_field(4096, _positive)
+    heldout: int = _int_field(512, _positive)
+    image_size: int = _int_field(32, _image_size)
+    epochs: int = _int_field(9, _positive)
+    batch_size: int = _int_field(64, _positive)
+    lr: float = _float_field(3e-3, _positive)
     device: str = attrs.field(default="auto", validator=_one_of("auto", "cpu", "cuda"))
-    seed: int = 0
-    core_dims: int = attrs.field(default=8, validator=_positive)
-    detail_dims: int = attrs.field(default=8, validator=_positive)
-    width: int = attrs.field(default=16, validator=_positive)
-    disc_width: int = attrs.field(default=16, validator=_positive)
-    calibration_steps: int = attrs.field(default=32, validator=_positive)
-    kl_lower: float = attrs.field(default=1.0, converter=float, validator=_positive)
-    kl_healthy: float = attrs.field(default=15.0, converter=float, validator=_positive)
-    kl_steepness: float = attrs.field(default=20.0, converter=float, validator=_positive)
+    seed: int = _int_field(0, _non_negative)
+    core_dims: int = _int_field(8, _positive)
+    detail_dims: int = _int_field(8, _positive)
+    width: int = _int_field(16, _positive)
+    disc_width: int = _int_field(16, _positive)
+    calibration_steps: int = _int_field(32, _positive)
+    kl_lower: float = _float_field(1.0, _positive)
+    kl_healthy: float = _float_field(15.0, _positive)
+    kl_steepness: float = _float_field(20.0, _positive)
     kl_hard_ceiling: bool = attrs.field(default=False, validator=_bool)
-    kl_target: float = attrs.field(default=20.0, converter=float, validator=_positive)
-    kl_hold: int = attrs.field(default=1, validator=_positive)
-    kl_squeeze_epochs: int = attrs.field(default=5, validator=_positive)
-    kl_table: dict[int, float] | None = attrs.field(default=None, converter=_table)
-    max_reject_rate: float = attrs.field(default=0.15, converter=float, validator=_rate)
-    tighten_from: int = attrs.field(default=6, validator=_positive)
-    tighten_factor: float = attrs.field(default=0.95, converter=float, validator=_fraction)
-    tighten_min_group: float = attrs.field(default=0.5, converter=float, validator=_rate)
-    perceptual_weights: str | None = attrs.field(default=None, validator=_optional_path)
-    met: float = attrs.field(default=0.25, converter=float, validator=_rate)
-    swap_met: float = attrs.field(default=0.5, converter=float, validator=_rate)
-    kl_met: float = attrs.field(default=0.25, converter=float, validator=_rate)
-    gradient_clip: float | None = attrs.field(default=1.5, validator=_optional_positive)
+    kl_target: float = _float_field(20.0, _positive)
+    kl_hold: int = _int_field(1, _positive)
+    kl_squeeze_epochs: int = _int_field(5, _positive)
+    kl_table: dict[int, float] | None = attrs.field(
+        default=None, converter=_to_table, validator=_table
+    )
+    max_reject_rate: float = _float_field(0.15, _rate)
+    tighten_from: int = _int_field(6, _positive)
+    tighten_factor: float = _float_field(0.95, _fraction)
+    tighten_min_group: float = _float_field(0.5, _rate)
+    perceptual_weights: str | None = attrs.field(
+        default=None, validator=_optional_path("a torchvision VGG16 weights file")
+    )
+    met: float = _float_field(0.25, _rate)
+    swap_met: float = _float_field(0.5, _rate)
+    kl_met: float = _float_field(0.25, _rate)
+    gradient_clip: float | None = attrs.field(
+        default=1.5, converter=_to_float, validator=_optional(_number, _positive)
+    )
 
     def __attrs_post_init__(self) -> None:
         if (self.dataset == "folder") != (self.data is not None):
@@ -169,29 +291,56 @@ class TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read a TOML file of `TrainConfig` keys (a ``[train]`` table or top-level keys).
+    """Read a TOML file of `TrainConfig` keys: a ``[train]`` table, or keys at the top level.
+
+    A file with a ``[train]`` table holds nothing else at its top level: a key
+    beside the table would be ignored, so it is an error.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: It is not valid TOML, or holds a key `TrainConfig` does
-            not have (named), or a value out of range (named).
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: It is not valid TOML (nor text), holds keys beside its
+            ``[train]`` table or a key `TrainConfig` does not have (named), or
+            a value out of range (named).
+        TypeError: A value of the wrong type (the key, the value and the
+            expected type are named).
     """
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     file = Path(path)
+    name = repr(str(file))
+    if file.is_dir():
+        raise IsADirectoryError(f"config file {name} is a folder, not a TOML file")
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {str(file)!r} does not exist") from None
+        raise FileNotFoundError(f"config file {name} does not exist") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config file {name} is not a text file: {error}") from None
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"config file {str(file)!r} is not valid TOML: {error}") from None
-    table = data.get("train", data)
+        raise ValueError(f"config file {name} is not valid TOML: {error}") from None
+    table: Any = data
+    if "train" in data:
+        table = data["train"]
+        beside = sorted(set(data) - {"train"})
+        if beside:
+            raise ValueError(
+                f"config file {name}: keys {beside} beside the [train] table would be "
+                "ignored: move them into it (or drop the [train] header)"
+            )
+        if not isinstance(table, dict):
+            raise TypeError(f"config file {name}: train must be a table, got {_kind(table)}")
     known = {f.name for f in attrs.fields(TrainConfig)}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(
-            f"config file {str(file)!r}: unknown keys {unknown}; the keys are {sorted(known)}"
+            f"config file {name}: unknown keys {unknown}; the keys are {sorted(known)}"
         )
-    return TrainConfig(**table)
+    try:
+        return TrainConfig(**table)
+    except TypeError as error:
+        raise TypeError(f"config file {name}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"config file {name}: {error}") from None

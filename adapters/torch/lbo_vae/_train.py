@@ -49,6 +49,20 @@ Printer = Callable[[str], None]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+CHECKPOINT_FORMAT = "constraint_sched.lbo_vae.Run"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_PARTS: dict[str, tuple[type, ...]] = {
+    "format": (str,), "version": (int,), "config": (dict,), "epoch": (int,),
+    "steps": (int,), "norm_ema": (torch.Tensor,), "vae": (dict,), "disc": (dict,),
+    "optimizer": (dict,), "disc_optimizer": (dict,), "schedulers": (dict,),
+    "history": (list,), "rng": (dict,),
+}  # fmt: skip
+"""The parts of a checkpoint (`Run.state_dict`) that `Run.load` needs, and their kinds."""
+RNG_PARTS: dict[str, tuple[type, ...]] = {
+    "torch": (torch.Tensor,), "cuda": (list, tuple), "numpy": (list, tuple),
+    "python": (list, tuple), "loader": (torch.Tensor,),
+}  # fmt: skip
+"""The random generators' states in a checkpoint's ``rng``, and their kinds."""
 TIGHTEN_WINDOW = 3
 """LBO.md section 5: the epochs whose mean min group decides whether fixed scales tighten."""
 EVAL_BATCH = 256
@@ -146,9 +160,16 @@ class Run:
 
     Args:
         config: The run's settings.
-        out: The output folder (created): ``metrics.jsonl``, plots, checkpoints.
+        out: The output folder: ``metrics.jsonl``, plots, checkpoints.
         print_: Where the run's messages go (the command line prints them).
         progress: Show a progress bar per epoch (tqdm).
+
+    Making a run writes nothing: ``out`` is created, and its ``metrics.jsonl``
+    started afresh (from the run's `history`), when the first epoch begins or
+    when `load` has read a whole checkpoint, whichever comes first. In an
+    ``out`` that holds another run, a run replaces that run's files as it
+    writes its own (``lbo-vae train`` refuses such a folder unless given
+    ``--resume`` or ``--overwrite``).
 
     The run trains on ``data`` and measures, at the end of each epoch, its
     reconstructions and swaps of ``heldout`` (`evaluate`), images it never
@@ -159,6 +180,11 @@ class Run:
     batches, ``batch_size`` per rank, with averaged gradients and agreed
     rollbacks (see `_distributed`); rank 0 alone prints, shows progress and
     writes ``out``, and its metrics count every rank's steps.
+
+    Raises:
+        NotADirectoryError: ``out`` is a file.
+        ValueError: What `load_data` raises; the images make fewer batches
+            than there are ranks.
     """
 
     def __init__(
@@ -174,7 +200,10 @@ class Run:
         self.config, self.out = config, Path(out)
         self.print: Printer = print_ if self.main else _quiet
         self.progress = progress and self.main
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.main and self.out.exists() and not self.out.is_dir():
+            raise NotADirectoryError(f"Run: out {str(self.out)!r} is a file, not a folder")
+        self._out_started = False
+        """Whether ``out`` is created and ``metrics.jsonl`` started (`_start_out`)."""
         self.device = _distributed.rank_device(pick_device(config.device))
         _seed_everything(config.seed)
         self.data: ImageSet
@@ -238,8 +267,6 @@ class Run:
         self.epoch = 1
         self.history: list[dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(config.seed)
-        if self.main:
-            (self.out / METRICS).write_text("")
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -256,6 +283,8 @@ class Run:
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch: every batch, then the schedulers' epoch boundary, metrics and checkpoint."""
+        if not self._out_started:
+            self._start_out()
         cfg, stepper = self.config, self.stepper
         kl = self.collection["kl"]
         phase, ceiling = kl.phase.name, kl.bound
@@ -340,8 +369,8 @@ class Run:
         """Everything a resumed run needs, loadable with ``torch.load(weights_only=True)``."""
         numpy_state = cast(tuple[Any, ...], np.random.get_state())
         return {
-            "format": "constraint_sched.lbo_vae.Run",
-            "version": 1,
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
             "config": attrs.asdict(self.config),
             "epoch": self.epoch,
             "steps": self.stepper.steps,
@@ -370,36 +399,32 @@ class Run:
     def load(self, path: str | Path) -> None:
         """Continue from a checkpoint written by `save` (`lbo-vae train --resume`).
 
+        The whole checkpoint is read and checked (its format, its settings,
+        every part a run needs and its kind, the networks' shapes) before
+        any of it is loaded; only then is ``out`` created and its
+        ``metrics.jsonl`` rewritten from the checkpoint's history. A
+        checkpoint that is refused leaves ``out`` as it was.
+
         Raises:
             FileNotFoundError: No such file.
-            ValueError: Not a checkpoint of this trainer, or one of a run with
-                another configuration (the differing keys are named; only
-                ``epochs``, ``device`` and ``out`` may change).
+            IsADirectoryError: ``path`` is a folder.
+            ValueError: Not a checkpoint of this trainer (unreadable,
+                truncated, or lacking a part, each named), or one of a run
+                with another configuration (the differing keys are named;
+                only ``epochs``, ``device`` and ``out`` may change).
         """
         file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"checkpoint {str(file)!r} does not exist")
+        state = self._read_checkpoint(file)
         try:
-            state = torch.load(file, map_location=self.device, weights_only=True)
-        except Exception as error:  # torch raises several kinds for a corrupt file
-            raise ValueError(f"checkpoint {str(file)!r} cannot be read: {error}") from None
-        if not isinstance(state, dict) or state.get("format") != "constraint_sched.lbo_vae.Run":
-            raise ValueError(f"{str(file)!r} is not an lbo-vae checkpoint")
-        saved, here = state["config"], attrs.asdict(self.config)
-        differ = sorted(
-            k for k in here if k not in ("epochs", "device") and saved.get(k) != here[k]
-        )
-        if differ:
-            raise ValueError(
-                f"checkpoint {str(file)!r} was written by a run with other settings: "
-                + ", ".join(f"{k}={saved.get(k)!r} (now {here[k]!r})" for k in differ)
-            )
-        self.vae.load_state_dict(state["vae"])
-        self.disc.load_state_dict(state["disc"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
-        self.schedulers.load_state_dict(state["schedulers"])
-        self.epoch, self.stepper.steps = int(state["epoch"]), int(state["steps"])
+            # The schedulers first: their load checks everything and changes nothing on error.
+            self.schedulers.load_state_dict(state["schedulers"])
+            self.vae.load_state_dict(state["vae"])
+            self.disc.load_state_dict(state["disc"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(f"checkpoint {str(file)!r} does not fit this run: {error}") from None
+        self.epoch, self.stepper.steps = state["epoch"], state["steps"]
         self.stepper.norm_ema = state["norm_ema"].to(self.device)
         self.history = list(state["history"])
         self.stop_after = state.get("stop_after")
@@ -411,10 +436,64 @@ class Run:
         np.random.set_state((kind, keys.cpu().numpy(), *rest))
         random.setstate(_tuples(rng["python"]))
         self.generator.set_state(rng["loader"].cpu())
-        if not self.main:
-            return
-        with open(self.out / METRICS, "w") as f:  # rows of epochs after the checkpoint go
-            f.writelines(json_line(row) for row in self.history)
+        self._start_out()  # rows of epochs after the checkpoint go
+
+    def _read_checkpoint(self, file: Path) -> dict[str, Any]:
+        """The checkpoint in ``file``, checked whole for this run; nothing is loaded yet.
+
+        Raises:
+            The errors of `load`.
+        """
+        name = repr(str(file))
+        if file.is_dir():
+            raise IsADirectoryError(f"checkpoint {name} is a folder, not a checkpoint file")
+        if not file.is_file():
+            raise FileNotFoundError(f"checkpoint {name} does not exist")
+        try:
+            state = torch.load(file, map_location=self.device, weights_only=True)
+        except Exception as error:  # torch raises several kinds for a corrupt file
+            raise ValueError(f"checkpoint {name} cannot be read: {error}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{name} is not an lbo-vae checkpoint")
+        _check_parts(state, CHECKPOINT_PARTS, f"checkpoint {name}")
+        if state["version"] != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint {name} is of version {state['version']!r}; this trainer reads "
+                f"version {CHECKPOINT_VERSION}"
+            )
+        _check_parts(state["rng"], RNG_PARTS, f"checkpoint {name}: rng")
+        numpy_state = state["rng"]["numpy"]
+        if len(numpy_state) != 5 or not isinstance(numpy_state[1], torch.Tensor):
+            raise ValueError(f"checkpoint {name}: rng.numpy is not numpy's generator state")
+        stop_after = state.get("stop_after")
+        if stop_after is not None and (
+            isinstance(stop_after, bool) or not isinstance(stop_after, int)
+        ):
+            raise ValueError(
+                f"checkpoint {name}: stop_after must be an int or None, got {stop_after!r}"
+            )
+        if state["epoch"] < 1:
+            raise ValueError(f"checkpoint {name}: epoch must be 1 or more, got {state['epoch']}")
+        saved, here = state["config"], attrs.asdict(self.config)
+        differ = sorted(
+            k for k in here if k not in ("epochs", "device") and saved.get(k) != here[k]
+        )
+        if differ:
+            raise ValueError(
+                f"checkpoint {name} was written by a run with other settings: "
+                + ", ".join(f"{k}={saved.get(k)!r} (now {here[k]!r})" for k in differ)
+            )
+        for part, module in (("vae", self.vae), ("disc", self.disc)):
+            _check_weights(state[part], module.state_dict(), f"checkpoint {name}: {part}")
+        return state
+
+    def _start_out(self) -> None:
+        """Create ``out`` and start ``metrics.jsonl`` afresh: the rows of `history` (rank 0)."""
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / METRICS, "w") as f:
+                f.writelines(json_line(row) for row in self.history)
+        self._out_started = True
 
     def evaluate(self) -> dict[str, float]:
         """The model on the held-out images, which training never sees (`evaluate_heldout`)."""
@@ -612,6 +691,46 @@ def json_line(row: dict[str, Any]) -> str:
         return value
 
     return json.dumps(strict(row), allow_nan=False) + "\n"
+
+
+def _check_parts(state: dict[str, Any], parts: dict[str, tuple[type, ...]], what: str) -> None:
+    """Every one of ``parts`` is in ``state``, of its kind (an int is never a bool).
+
+    Raises:
+        ValueError: Parts are missing (all named) or one is of another kind.
+    """
+    missing = [key for key in parts if key not in state]
+    if missing:
+        raise ValueError(
+            f"{what} lacks {', '.join(missing)}: not a whole lbo-vae checkpoint "
+            "(truncated, or written by something else)"
+        )
+    for key, kinds in parts.items():
+        value = state[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(kind.__name__ for kind in kinds)
+            got = type(value).__name__
+            raise ValueError(f"{what}: {key} must be of type {expected}, got {got}")
+
+
+def _check_weights(saved: dict[str, Any], mine: dict[str, torch.Tensor], what: str) -> None:
+    """``saved`` holds exactly the tensors of ``mine``, of the same shapes.
+
+    Raises:
+        ValueError: A tensor is missing, unexpected or of another shape (named).
+    """
+    missing, extra = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+    if missing or extra:
+        raise ValueError(
+            f"{what} does not fit this run's network: missing {missing}, unexpected {extra}"
+        )
+    for key, tensor in mine.items():
+        other = saved[key]
+        if not isinstance(other, torch.Tensor) or other.shape != tensor.shape:
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            raise ValueError(
+                f"{what}: {key} is {shape}, this run's network has {tuple(tensor.shape)}"
+            )
 
 
 def _tuples(value: Any) -> Any:
