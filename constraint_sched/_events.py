@@ -71,10 +71,15 @@ class Discovered(Event):
     observations: int = attrs.field(default=0, kw_only=True)
 
     @property
+    def kept(self) -> bool:
+        """Whether discovery kept the specs' own bound (``DiscoveryPhase(statistic="given")``)."""
+        return self.statistic == "given"
+
+    @property
     def message(self) -> str:
         """One line for a log."""
         parts = ", ".join(f"{k} {_fmt(v)}" for k, v in self.per_spec.items())
-        if self.statistic == "given":
+        if self.kept:
             return (
                 f"{self.constraint}: kept the given {self.bound_name} {_fmt(self.new)}; "
                 f"applies from epoch {self.epoch}"

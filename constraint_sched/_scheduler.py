@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, SupportsFloat
 
@@ -29,9 +30,13 @@ from constraint_sched._transitions import (
     EpochSummary,
     State,
     aggregate,
-    end_window,
+    check_reachable,
     transition,
     upcoming,
+    window_full,
+    window_open,
+    window_statistic,
+    within_epoch,
 )
 
 logger = logging.getLogger("constraint_sched")
@@ -51,10 +56,10 @@ _NO_STAT, _MAX, _MIN, _QUANTILE = 0, 1, 2, 3
 class ConstraintScheduler:
     """Discover a bound from observations, hold it, squeeze it to a target, back off if it hurts.
 
-    One scheduler moves one bound (a ceiling with ``bound="upper"``, a floor
-    with ``bound="lower"``) shared by every spec it is given: the seed's
+    One scheduler moves one bound (a ceiling with ``side="upper"``, a floor
+    with ``side="lower"``) shared by every spec it is given: the seed's
     ``kl_core`` and ``kl_detail`` share one ceiling, the max over both. With
-    ``bound="width"`` it moves both sides of ``BOX`` specs at once, around
+    ``side="width"`` it moves both sides of ``BOX`` specs at once, around
     their fixed centre ``c``: the bound is the half-width ``h`` of the range
     ``[c - h, c + h]``, it behaves like a ceiling on the distance ``|x - c|``
     (that distance is what is observed, discovered and counted as a
@@ -87,14 +92,18 @@ class ConstraintScheduler:
         hold: How long it is held.
         squeeze: How it is tightened; None for no squeeze.
         backoff: How a squeeze that hurts is relaxed; needs ``squeeze``.
-        bound: ``"upper"`` (a ceiling, discovered by a max), ``"lower"``
-            (a floor, discovered by a min) or ``"width"`` (the half-width of
-            ``BOX`` specs sharing one centre, discovered by the max distance
-            from it; ``DiscoveryPhase(statistic="given")`` keeps their own).
+        side: Which bound moves: ``"upper"`` (a ceiling, discovered by a
+            max; the default), ``"lower"`` (a floor, discovered by a min) or
+            ``"width"`` (the half-width of ``BOX`` specs sharing one centre,
+            discovered by the max distance from it;
+            ``DiscoveryPhase(statistic="given")`` keeps their own). The
+            property `side` reads it back.
         nonfinite: ``"skip"`` (count NaN/inf observations and ignore them) or
             ``"raise"`` (ValueError).
         name: The name in events and logs; defaults to the specs' names joined by ``+``.
         callbacks: Called with each event, in order, after it is logged.
+        bound: The old name of ``side`` (a DeprecationWarning): ``bound`` is
+            the number the scheduler moves, `bound`.
 
     Raises:
         ValueError: An argument is invalid or the parts disagree (a target that
@@ -121,14 +130,16 @@ class ConstraintScheduler:
         hold: HoldPhase | None = None,
         squeeze: SqueezeSchedule | None = None,
         backoff: Backoff | None = None,
-        bound: Bound = "upper",
+        side: Bound | None = None,
         nonfinite: NonFinite = "skip",
         name: str | None = None,
         callbacks: Iterable[Callback] = (),
+        bound: Bound | None = None,
     ) -> None:
+        side = _side(side, bound)
         spec_list = _check_specs(specs)
         if discovery is None:  # a ceiling is discovered by the max, a floor by the min
-            discovery = DiscoveryPhase(statistic="min" if bound == "lower" else "max")
+            discovery = DiscoveryPhase(statistic="min" if side == "lower" else "max")
         hold = HoldPhase() if hold is None else hold
         _check_type("discovery", discovery, DiscoveryPhase)
         _check_type("hold", hold, HoldPhase)
@@ -138,9 +149,9 @@ class ConstraintScheduler:
             _check_type("backoff", backoff, Backoff)
             if squeeze is None:
                 raise ValueError("ConstraintScheduler: backoff needs a squeeze schedule to undo")
-        if bound not in ("upper", "lower", "width"):
+        if side not in ("upper", "lower", "width"):
             raise ValueError(
-                f"ConstraintScheduler: bound must be 'upper', 'lower' or 'width', got {bound!r}"
+                f"ConstraintScheduler: side must be 'upper', 'lower' or 'width', got {side!r}"
             )
         if nonfinite not in ("skip", "raise"):
             raise ValueError(
@@ -148,26 +159,26 @@ class ConstraintScheduler:
             )
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"ConstraintScheduler: name must be a non-empty str, got {name!r}")
-        self._centre = _shared_centre(spec_list) if bound == "width" else None
-        if bound != "width":
+        self._centre = _shared_centre(spec_list) if side == "width" else None
+        if side != "width":
             for spec in spec_list:
-                bound_field(spec.kind, bound, spec.name)
-        wrong = "max" if bound == "lower" else "min"
+                bound_field(spec.kind, side, spec.name)
+        wrong = "max" if side == "lower" else "min"
         if discovery.statistic == wrong:
-            right = "min" if bound == "lower" else "max"
+            right = "min" if side == "lower" else "max"
             raise ValueError(
-                f"ConstraintScheduler: bound={bound!r} cannot be discovered by "
+                f"ConstraintScheduler: side={side!r} cannot be discovered by "
                 f"statistic={wrong!r} (every observation would violate it); use "
                 f"DiscoveryPhase(statistic={right!r}), 'median' or 'quantile'"
             )
         self._cfg = Config(
             name=name or "+".join(s.name for s in spec_list),
-            side=bound,
+            side=side,
             discovery=discovery,
             hold=hold,
             squeeze=squeeze,
             backoff=backoff,
-            valid_range=_valid_range(spec_list, bound),
+            valid_range=_valid_range(spec_list, side),
         )
         if squeeze is not None:
             _check_squeeze(self._cfg, spec_list, squeeze)
@@ -178,7 +189,7 @@ class ConstraintScheduler:
         self._callbacks: list[Callback] = list(callbacks)
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
-        initial = aggregate(bound, [_own_bound(s, bound) for s in spec_list])
+        initial = aggregate(side, [_own_bound(s, side) for s in spec_list])
         self._commit(State(bound=initial))
         self._reset_window()
         self._reset_epoch()
@@ -542,7 +553,7 @@ class ConstraintScheduler:
         self._commit(new_state)
         self._window_observations = summary.window_observations
         self._last = stats
-        if new_state.phase is not Phase.DISCOVERY:
+        if window_statistic(self._cfg, new_state) is None:  # discovery is over
             self._reset_window()
         self._reset_epoch()
         self._emit(events, log=log)
@@ -619,11 +630,11 @@ class ConstraintScheduler:
             fresh_squeeze=r.flag("fresh_squeeze"),
             settle_to=r.optional_number("settle_to") if "settle_to" in r.data else None,
         )
-        _check_loaded(self._cfg, st, f"{path}.state")
-        mode = self._mode_for(st.phase)
+        check_reachable(self._cfg, st, f"{path}.state")
+        mode = self._mode_for(st)
         reservoirs: list[Reservoir] = []
         if mode == _QUANTILE:
-            window = [self._window_start()] * n
+            window = [self._window_start(mode)] * n
             for i, item in enumerate(r.items("window", n)):
                 reservoir = self._new_reservoir(i)
                 reservoir.load(_state.Reader(item, f"{path}.state.window[{i}]"))
@@ -667,11 +678,8 @@ class ConstraintScheduler:
     # -- internals ------------------------------------------------------------
 
     def _check_window(self, *, log: bool) -> None:
-        steps = self._cfg.discovery.steps
-        assert steps is not None
-        if max(self._counts) + self._rejects < steps:
+        if not window_full(self._cfg, self._st, max(self._counts) + self._rejects):
             return
-        # The window is full: discovery ends now, inside the epoch.
         stats = self._epoch_stats()
         per_spec = self._window_values()
         summary = EpochSummary(
@@ -680,9 +688,10 @@ class ConstraintScheduler:
             per_spec=per_spec,
             window_observations=self._window_observations + stats.observations,
         )
-        if summary.statistic is None:  # nothing valid yet: the epoch's end decides
+        outcome = within_epoch(self._cfg, self._st, summary)
+        if outcome is None:  # nothing valid yet: the epoch's end decides
             return
-        new_state, events = end_window(self._cfg, self._st, summary)
+        new_state, events = outcome
         self._commit(new_state)
         self._window_observations = summary.window_observations
         self._reset_window()
@@ -704,20 +713,20 @@ class ConstraintScheduler:
         else:
             specs = tuple(_with_bound(s, st.bound, self._cfg.side) for s in self._original)
         self._st, self._specs = st, specs
-        self._in_window = st.phase is Phase.DISCOVERY and self._cfg.discovery.steps is not None
+        self._in_window = window_open(self._cfg, st)
         above, below = (st.bound, -math.inf) if self._cfg.side != "lower" else (math.inf, st.bound)
         self._violation_above, self._violation_below = above, below
 
-    def _mode_for(self, phase: Phase) -> int:
-        if phase is not Phase.DISCOVERY:
+    def _mode_for(self, st: State) -> int:
+        """How `_record` accumulates what `window_statistic` asks for in ``st``."""
+        statistic = window_statistic(self._cfg, st)
+        if statistic is None:
             return _NO_STAT
-        statistic = self._cfg.discovery.statistic
-        if statistic == "given":  # nothing to find: the cheapest statistic, unused
-            statistic = "min" if self._cfg.side == "lower" else "max"
         return {"max": _MAX, "min": _MIN}.get(statistic, _QUANTILE)
 
-    def _window_start(self) -> float:
-        return -math.inf if self._mode_for(Phase.DISCOVERY) == _MAX else math.inf
+    @staticmethod
+    def _window_start(mode: int) -> float:
+        return -math.inf if mode == _MAX else math.inf
 
     def _quantile_level(self) -> float:
         level = self._cfg.discovery.quantile_level
@@ -729,9 +738,9 @@ class ConstraintScheduler:
         return Reservoir(size, seed_for(f"{self._cfg.name}/{self._names[i]}"))
 
     def _reset_window(self) -> None:
-        self._mode = self._mode_for(self._st.phase)
+        self._mode = self._mode_for(self._st)
         n = len(self._names)
-        self._window = [self._window_start()] * n
+        self._window = [self._window_start(self._mode)] * n
         self._reservoirs = (
             [self._new_reservoir(i) for i in range(n)] if self._mode == _QUANTILE else []
         )
@@ -844,45 +853,19 @@ def _check_specs(specs: ConstraintSpec | Sequence[ConstraintSpec]) -> list[Const
     return spec_list
 
 
-def _check_loaded(cfg: Config, st: State, path: str) -> None:
-    """A ValueError naming the field if a loaded state is not one the transitions can reach."""
-    low, high = cfg.valid_range
-    if st.phase is not Phase.DISCOVERY:
-        if not math.isfinite(st.bound):
-            raise ValueError(
-                f"{path}.bound: a {st.phase.name} bound must be finite, got {st.bound}"
-            )
-        if not low <= st.bound <= high:
-            raise ValueError(
-                f"{path}.bound: {st.bound!r} lies outside [{low!r}, {high!r}], the {cfg.side} "
-                f"bounds that leave every spec of {cfg.name!r} valid"
-            )
-    if st.settle_to is not None and not low <= st.settle_to <= high:
-        raise ValueError(
-            f"{path}.settle_to: {st.settle_to!r} lies outside [{low!r}, {high!r}], the "
-            f"{cfg.side} bounds that leave every spec of {cfg.name!r} valid"
-        )
-    squeeze = cfg.squeeze
-    if st.phase is Phase.CONVERGED and squeeze is not None and st.bound != squeeze.target:
-        raise ValueError(
-            f"{path}.bound: a CONVERGED bound is the squeeze's target {squeeze.target!r}, "
-            f"got {st.bound!r}"
-        )
-    most = cfg.hold.epochs + 1  # a steps discovery holds the rest of its epoch too
-    if st.phase is Phase.HOLD and not 1 <= st.hold_left <= most:
-        raise ValueError(
-            f"{path}.hold_left: a HOLD of {cfg.hold.epochs} epochs has 1 to {most} epochs "
-            f"left, got {st.hold_left}"
-        )
-    if st.phase is not Phase.HOLD and st.hold_left != 0:
-        raise ValueError(
-            f"{path}.hold_left: only a HOLD has epochs left, got {st.hold_left} in {st.phase.name}"
-        )
-    cooldown = cfg.backoff.cooldown if cfg.backoff is not None else 0
-    if st.wait > cooldown:
-        raise ValueError(
-            f"{path}.wait: at most the backoff's cooldown ({cooldown}) epochs, got {st.wait}"
-        )
+def _side(side: Bound | None, bound: Bound | None) -> Bound:
+    """``side``, or the deprecated ``bound`` that named it before."""
+    if bound is None:
+        return "upper" if side is None else side
+    if side is not None:
+        raise TypeError("ConstraintScheduler: pass side= alone (bound= is its old name)")
+    warnings.warn(
+        "ConstraintScheduler(bound=...) is deprecated: the argument is now side= (bound is "
+        "the number the scheduler moves)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return bound
 
 
 def _valid_range(specs: Sequence[ConstraintSpec], side: Bound) -> tuple[float, float]:
@@ -951,7 +934,7 @@ def _shared_centre(specs: Sequence[ConstraintSpec]) -> float:
     for spec in specs:
         if spec.kind is not ConstraintKind.BOX:
             raise ValueError(
-                f"ConstraintScheduler: bound='width' moves BOX specs, and {spec.name!r} is "
+                f"ConstraintScheduler: side='width' moves BOX specs, and {spec.name!r} is "
                 f"{spec.kind.name}"
             )
         centres[spec.name] = _centre_and_half_width(spec)[0]

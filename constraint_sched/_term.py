@@ -53,7 +53,7 @@ def build_scheduler(
     spec = ConstraintSpec(name, side, margin=_UNKNOWN)
     squeeze = SqueezeSchedule.geometric(target=float(target), epochs=squeeze_epochs)
     return ConstraintScheduler(
-        spec, discovery=discovery, hold=hold, squeeze=squeeze, backoff=backoff, bound=side
+        spec, discovery=discovery, hold=hold, squeeze=squeeze, backoff=backoff, side=side
     )
 
 

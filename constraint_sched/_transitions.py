@@ -1,15 +1,17 @@
-"""The scheduler's state and its one transition function, applied at each epoch boundary.
+"""The scheduler's state and its transitions: the one place where phases change.
 
-Everything a bound does between epochs is decided in `transition`: a pure
-function of the configuration, the state and what the epoch saw, returning the
-next state and the events. The mutable `ConstraintScheduler` only accumulates
-observations and commits what `transition` returns.
+Everything a bound does is decided here, by pure functions of the
+configuration, the state and what the epoch saw, returning the next state and
+the events: `TRANSITIONS` holds one step per `Phase` for an epoch boundary
+(`transition` applies it), and `within_epoch` ends a ``steps`` discovery
+inside its epoch. The mutable `ConstraintScheduler` only accumulates
+observations and commits what these return.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -100,8 +102,18 @@ class EpochSummary:
     """Whether the caller lets a squeeze step be taken this epoch (it waits if not)."""
 
 
-def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[Event]]:
+Step = Callable[[Config, State, EpochSummary, "Base"], "Outcome"]
+"""One phase's transition at an epoch boundary: ``(cfg, st, seen, base) -> (state, events)``."""
+Base = Mapping[str, Any]
+"""The fields every event of one boundary shares: constraint, epoch (the next), side."""
+Outcome = tuple[State, list[Event]]
+
+
+def transition(cfg: Config, st: State, seen: EpochSummary) -> Outcome:
     """The state for the next epoch, and the events that lead to it.
+
+    A provisional bound settles first (`Settled`); then the phase's own step
+    in `TRANSITIONS` decides.
 
     Args:
         cfg: The scheduler's configuration.
@@ -112,154 +124,193 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
         The next state (its ``epoch`` is one more) and the events, each
         carrying the epoch in which its new bound applies.
     """
-    nxt = st.epoch + 1
-    base: dict[str, Any] = {"constraint": cfg.name, "epoch": nxt, "side": cfg.side}
-    events: list[Event] = []
+    base: Base = {"constraint": cfg.name, "epoch": st.epoch + 1, "side": cfg.side}
+    settled: list[Event] = []
     if st.settle_to is not None:
-        events.append(Settled(**base, old=st.bound, new=st.settle_to))
+        settled.append(Settled(**base, old=st.bound, new=st.settle_to))
         st = attrs.evolve(st, bound=st.settle_to, settle_to=None)
-
-    if st.phase is Phase.DISCOVERY and cfg.discovery.statistic == "given":
-        # The specs' own bound, kept: discovery only counts its epochs.
-        if st.data_epochs + 1 < cfg.discovery.epochs:
-            return attrs.evolve(st, epoch=nxt, data_epochs=st.data_epochs + 1), events
-        seen = attrs.evolve(seen, statistic=st.bound, per_spec={})
-
-    if st.phase is Phase.DISCOVERY:
-        d = cfg.discovery
-        if seen.stats.observations == 0 and d.statistic != "given":
-            events.append(
-                DiscoveryExtended(
-                    **base,
-                    old=st.bound,
-                    new=st.bound,
-                    reason=f"no valid observation in epoch {st.epoch}",
-                )
-            )
-            return attrs.evolve(st, epoch=nxt), events
-        assert seen.statistic is not None
-        data_epochs = st.data_epochs + 1
-        growth = (
-            None
-            if st.previous_statistic is None
-            else _growth(cfg, st.previous_statistic, seen.statistic)
-        )
-        still_rising = d.plateau is not None and (growth is None or growth > d.plateau)
-        max_epochs = d.max_epochs if d.max_epochs is not None else d.epochs
-        if data_epochs < d.epochs or (still_rising and data_epochs < max_epochs):
-            if data_epochs >= d.epochs:
-                why = (
-                    "no earlier epoch to compare with"
-                    if growth is None
-                    else f"{d.statistic} grew {growth:.1%} > plateau {d.plateau:.1%}"
-                )
-                events.append(
-                    DiscoveryExtended(
-                        **base,
-                        old=st.bound,
-                        new=st.bound,
-                        reason=f"waiting for a plateau: {why}",
-                    )
-                )
-            return (
-                attrs.evolve(
-                    st, epoch=nxt, data_epochs=data_epochs, previous_statistic=seen.statistic
-                ),
-                events,
-            )
-        found = cfg.nearest_valid(cfg.widen(seen.statistic))
-        target = cfg.squeeze.target if cfg.squeeze is not None else None
-        early = target is not None and cfg.at_or_past(found, target)
-        new = target if early and target is not None else found
-        events.append(
-            Discovered(
-                **base,
-                old=st.bound,
-                new=new,
-                statistic=d.statistic,
-                value=seen.statistic,
-                per_spec=dict(seen.per_spec),
-                observations=seen.window_observations,
-            )
-        )
-        st = attrs.evolve(
-            st,
-            epoch=nxt,
-            bound=new,
-            discovered=found,
-            data_epochs=data_epochs,
-            previous_statistic=seen.statistic,
-        )
-        if early:
-            events.append(Converged(**base, old=new, new=new, reason="early", discovered=found))
-            return attrs.evolve(st, phase=Phase.CONVERGED), events
-        if cfg.hold.epochs > 0:
-            events.append(Held(**base, old=new, new=new, epochs=cfg.hold.epochs))
-            return attrs.evolve(st, phase=Phase.HOLD, hold_left=cfg.hold.epochs), events
-        return _squeeze(cfg, attrs.evolve(st, phase=Phase.SQUEEZE), seen, events, base)
-
-    if st.phase is Phase.HOLD:
-        if st.hold_left > 1:
-            return attrs.evolve(st, epoch=nxt, hold_left=st.hold_left - 1), events
-        return _squeeze(
-            cfg, attrs.evolve(st, epoch=nxt, phase=Phase.SQUEEZE, hold_left=0), seen, events, base
-        )
-
-    if st.phase is Phase.SQUEEZE:
-        st = attrs.evolve(st, epoch=nxt)
-        b = cfg.backoff
-        if b is not None and st.fresh_squeeze and st.before_squeeze is not None:
-            rate = (
-                seen.stats.reject_rate if b.metric == "reject_rate" else seen.stats.violation_rate
-            )
-            if rate > b.max_reject_rate:
-                relaxed = _relax(cfg, st.bound, st.before_squeeze, b.factor)
-                events.append(
-                    BackedOff(
-                        **base,
-                        old=st.bound,
-                        new=relaxed,
-                        metric=b.metric,
-                        rate=rate,
-                        limit=b.max_reject_rate,
-                    )
-                )
-                return (
-                    attrs.evolve(
-                        st, bound=relaxed, step=st.step - 1, wait=b.cooldown, fresh_squeeze=False
-                    ),
-                    events,
-                )
-        if st.wait > 0:
-            return attrs.evolve(st, wait=st.wait - 1, fresh_squeeze=False), events
-        return _squeeze(cfg, st, seen, events, base)
-
-    return attrs.evolve(st, epoch=nxt, fresh_squeeze=False), events
+    new, events = TRANSITIONS[st.phase](cfg, st, seen, base)
+    return new, settled + events
 
 
-def end_window(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[Event]]:
-    """End a ``steps`` discovery inside its epoch (`DiscoveryPhase.steps`).
+def within_epoch(cfg: Config, st: State, seen: EpochSummary) -> Outcome | None:
+    """What changes inside an epoch, after an observation: None if nothing does.
 
-    The bound found applies at once, widened by the provisional headroom until
-    the epoch's boundary, where `transition` settles it and the hold starts.
-    A bound found at or past the target converges at once, at the target.
+    Only a ``steps`` discovery (`DiscoveryPhase.steps`) changes inside an
+    epoch: once its window holds that many steps (observed plus rejected)
+    and a valid value, discovery ends at once. The bound found applies
+    straight away, widened by the provisional headroom until the epoch's
+    boundary, where `transition` settles it and the hold starts.
 
     Args:
         cfg: The scheduler's configuration.
-        st: The state, in discovery.
-        seen: What the window saw (its ``statistic`` is not None).
+        st: The state during the epoch.
+        seen: What the epoch saw so far (its statistic None while nothing is valid).
 
     Returns:
-        The state for the rest of the epoch (same ``epoch``) and the events.
+        The state for the rest of the epoch (same ``epoch``) and the events,
+        or None while the window is open.
+    """
+    if seen.statistic is None or not window_full(cfg, st, seen.stats.steps + seen.stats.rejects):
+        return None
+    base: Base = {"constraint": cfg.name, "epoch": st.epoch, "side": cfg.side}
+    found, events, st = _discovered(cfg, st, seen, base, provisional=True)
+    if st.phase is Phase.CONVERGED:
+        return st, events
+    if cfg.hold.epochs > 0:
+        following = {**base, "epoch": st.epoch + 1}
+        events.append(Held(**following, old=found, new=found, epochs=cfg.hold.epochs))
+    # The rest of this epoch is held too; the hold's epochs count from the next.
+    settle = None if st.bound == found else found
+    return attrs.evolve(st, phase=Phase.HOLD, hold_left=cfg.hold.epochs + 1, settle_to=settle), (
+        events
+    )
+
+
+def window_open(cfg: Config, st: State) -> bool:
+    """Whether observations can end the phase inside the epoch (a ``steps`` discovery)."""
+    return st.phase is Phase.DISCOVERY and cfg.discovery.steps is not None
+
+
+def window_full(cfg: Config, st: State, steps: int) -> bool:
+    """Whether ``steps`` steps (observed plus rejected) end a ``steps`` discovery now."""
+    limit = cfg.discovery.steps
+    return window_open(cfg, st) and limit is not None and steps >= limit
+
+
+def window_statistic(cfg: Config, st: State) -> str | None:
+    """The statistic the phase accumulates: ``"max"``, ``"min"``, a sampled one, or None.
+
+    Only discovery accumulates one. ``"given"`` keeps the specs' own bound,
+    so it needs none; it accumulates the cheapest (the bound's own extreme),
+    which nothing reads.
+    """
+    if st.phase is not Phase.DISCOVERY:
+        return None
+    statistic = cfg.discovery.statistic
+    if statistic == "given":
+        return "min" if cfg.side == "lower" else "max"
+    return statistic
+
+
+# -- one step per phase ----------------------------------------------------------------
+
+
+def _discovery(cfg: Config, st: State, seen: EpochSummary, base: Base) -> Outcome:
+    """Discovery: extend it, or end it with the bound found (hold, squeeze or converge)."""
+    d, nxt = cfg.discovery, st.epoch + 1
+    events: list[Event] = []
+    if d.statistic == "given":
+        # The specs' own bound, kept: discovery only counts its epochs.
+        if st.data_epochs + 1 < d.epochs:
+            return attrs.evolve(st, epoch=nxt, data_epochs=st.data_epochs + 1), events
+        seen = attrs.evolve(seen, statistic=st.bound, per_spec={})
+    elif seen.stats.observations == 0:
+        reason = f"no valid observation in epoch {st.epoch}"
+        events.append(DiscoveryExtended(**base, old=st.bound, new=st.bound, reason=reason))
+        return attrs.evolve(st, epoch=nxt), events
+    assert seen.statistic is not None
+    data_epochs = st.data_epochs + 1
+    growth = (
+        None
+        if st.previous_statistic is None
+        else _growth(cfg, st.previous_statistic, seen.statistic)
+    )
+    still_rising = d.plateau is not None and (growth is None or growth > d.plateau)
+    max_epochs = d.max_epochs if d.max_epochs is not None else d.epochs
+    if data_epochs < d.epochs or (still_rising and data_epochs < max_epochs):
+        if data_epochs >= d.epochs:
+            why = (
+                "no earlier epoch to compare with"
+                if growth is None
+                else f"{d.statistic} grew {growth:.1%} > plateau {d.plateau:.1%}"
+            )
+            events.append(
+                DiscoveryExtended(
+                    **base, old=st.bound, new=st.bound, reason=f"waiting for a plateau: {why}"
+                )
+            )
+        return (
+            attrs.evolve(st, epoch=nxt, data_epochs=data_epochs, previous_statistic=seen.statistic),
+            events,
+        )
+    _, found_events, st = _discovered(cfg, attrs.evolve(st, epoch=nxt), seen, base)
+    events += found_events
+    if st.phase is Phase.CONVERGED:
+        return st, events
+    if cfg.hold.epochs > 0:
+        events.append(Held(**base, old=st.bound, new=st.bound, epochs=cfg.hold.epochs))
+        return attrs.evolve(st, phase=Phase.HOLD, hold_left=cfg.hold.epochs), events
+    return _squeeze(cfg, attrs.evolve(st, phase=Phase.SQUEEZE), seen, events, base)
+
+
+def _hold(cfg: Config, st: State, seen: EpochSummary, base: Base) -> Outcome:
+    """Hold: count the held epochs down, then take the first squeeze step."""
+    nxt = st.epoch + 1
+    if st.hold_left > 1:
+        return attrs.evolve(st, epoch=nxt, hold_left=st.hold_left - 1), []
+    squeezing = attrs.evolve(st, epoch=nxt, phase=Phase.SQUEEZE, hold_left=0)
+    return _squeeze(cfg, squeezing, seen, [], base)
+
+
+def _squeezing(cfg: Config, st: State, seen: EpochSummary, base: Base) -> Outcome:
+    """Squeeze: back off if the last step hurt, wait out a cooldown, or take the next step."""
+    st = attrs.evolve(st, epoch=st.epoch + 1)
+    b = cfg.backoff
+    if b is not None and st.fresh_squeeze and st.before_squeeze is not None:
+        rate = seen.stats.reject_rate if b.metric == "reject_rate" else seen.stats.violation_rate
+        if rate > b.max_reject_rate:
+            relaxed = _relax(cfg, st.bound, st.before_squeeze, b.factor)
+            event = BackedOff(
+                **base,
+                old=st.bound,
+                new=relaxed,
+                metric=b.metric,
+                rate=rate,
+                limit=b.max_reject_rate,
+            )
+            backed = attrs.evolve(
+                st, bound=relaxed, step=st.step - 1, wait=b.cooldown, fresh_squeeze=False
+            )
+            return backed, [event]
+    if st.wait > 0:
+        return attrs.evolve(st, wait=st.wait - 1, fresh_squeeze=False), []
+    return _squeeze(cfg, st, seen, [], base)
+
+
+def _converged(cfg: Config, st: State, seen: EpochSummary, base: Base) -> Outcome:
+    """Converged: the bound is final; only the epoch moves on."""
+    return attrs.evolve(st, epoch=st.epoch + 1, fresh_squeeze=False), []
+
+
+TRANSITIONS: Mapping[Phase, Step] = {
+    Phase.DISCOVERY: _discovery,
+    Phase.HOLD: _hold,
+    Phase.SQUEEZE: _squeezing,
+    Phase.CONVERGED: _converged,
+}
+"""Every phase's step at an epoch boundary: the one place where phases change."""
+
+
+def _discovered(
+    cfg: Config, st: State, seen: EpochSummary, base: Base, *, provisional: bool = False
+) -> tuple[float, list[Event], State]:
+    """End discovery with ``seen``'s statistic: the bound found, its events, the state.
+
+    The state is CONVERGED (at the target) when the bound found is already at
+    or past the target; otherwise it carries the new bound and the caller
+    picks the next phase. ``provisional`` widens the bound in force by the
+    provisional headroom (a discovery ending inside its epoch).
     """
     assert seen.statistic is not None
-    base: dict[str, Any] = {"constraint": cfg.name, "epoch": st.epoch, "side": cfg.side}
     found = cfg.nearest_valid(cfg.widen(seen.statistic))
     target = cfg.squeeze.target if cfg.squeeze is not None else None
     early = target is not None and cfg.at_or_past(found, target)
-    room = cfg.discovery.provisional_headroom * abs(found)
-    provisional = cfg.nearest_valid(found + room if cfg.side != "lower" else found - room)
-    new = target if early and target is not None else provisional
+    applied = found
+    if provisional:
+        room = cfg.discovery.provisional_headroom * abs(found)
+        applied = cfg.nearest_valid(found + room if cfg.side != "lower" else found - room)
+    new = target if early and target is not None else applied
     events: list[Event] = [
         Discovered(
             **base,
@@ -280,20 +331,13 @@ def end_window(cfg: Config, st: State, seen: EpochSummary) -> tuple[State, list[
     )
     if early:
         events.append(Converged(**base, old=new, new=new, reason="early", discovered=found))
-        return attrs.evolve(st, phase=Phase.CONVERGED), events
-    if cfg.hold.epochs > 0:
-        following = {**base, "epoch": st.epoch + 1}
-        events.append(Held(**following, old=found, new=found, epochs=cfg.hold.epochs))
-    # The rest of this epoch is held too; the hold's epochs count from the next.
-    settle = None if new == found else found
-    return attrs.evolve(st, phase=Phase.HOLD, hold_left=cfg.hold.epochs + 1, settle_to=settle), (
-        events
-    )
+        st = attrs.evolve(st, phase=Phase.CONVERGED)
+    return found, events, st
 
 
 def _squeeze(
-    cfg: Config, st: State, seen: EpochSummary, events: list[Event], base: Mapping[str, Any]
-) -> tuple[State, list[Event]]:
+    cfg: Config, st: State, seen: EpochSummary, events: list[Event], base: Base
+) -> Outcome:
     """Take the next squeeze step from ``st`` (already in SQUEEZE, epoch already advanced)."""
     schedule = cfg.squeeze
     if schedule is None:
@@ -328,6 +372,51 @@ def _squeeze(
         events.append(Converged(**base, old=new, new=new))
         st = attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False)
     return st, events
+
+
+def check_reachable(cfg: Config, st: State, path: str) -> None:
+    """A ValueError naming the field (under ``path``) if no run of `TRANSITIONS` reaches ``st``.
+
+    For a loaded state: the phase's own fields in range, its bound finite
+    and valid for every spec, a converged bound at the target.
+    """
+    low, high = cfg.valid_range
+    if st.phase is not Phase.DISCOVERY:
+        if not math.isfinite(st.bound):
+            raise ValueError(
+                f"{path}.bound: a {st.phase.name} bound must be finite, got {st.bound}"
+            )
+        if not low <= st.bound <= high:
+            raise ValueError(
+                f"{path}.bound: {st.bound!r} lies outside [{low!r}, {high!r}], the {cfg.side} "
+                f"bounds that leave every spec of {cfg.name!r} valid"
+            )
+    if st.settle_to is not None and not low <= st.settle_to <= high:
+        raise ValueError(
+            f"{path}.settle_to: {st.settle_to!r} lies outside [{low!r}, {high!r}], the "
+            f"{cfg.side} bounds that leave every spec of {cfg.name!r} valid"
+        )
+    squeeze = cfg.squeeze
+    if st.phase is Phase.CONVERGED and squeeze is not None and st.bound != squeeze.target:
+        raise ValueError(
+            f"{path}.bound: a CONVERGED bound is the squeeze's target {squeeze.target!r}, "
+            f"got {st.bound!r}"
+        )
+    most = cfg.hold.epochs + 1  # a steps discovery holds the rest of its epoch too
+    if st.phase is Phase.HOLD and not 1 <= st.hold_left <= most:
+        raise ValueError(
+            f"{path}.hold_left: a HOLD of {cfg.hold.epochs} epochs has 1 to {most} epochs "
+            f"left, got {st.hold_left}"
+        )
+    if st.phase is not Phase.HOLD and st.hold_left != 0:
+        raise ValueError(
+            f"{path}.hold_left: only a HOLD has epochs left, got {st.hold_left} in {st.phase.name}"
+        )
+    cooldown = cfg.backoff.cooldown if cfg.backoff is not None else 0
+    if st.wait > cooldown:
+        raise ValueError(
+            f"{path}.wait: at most the backoff's cooldown ({cooldown}) epochs, got {st.wait}"
+        )
 
 
 def upcoming(cfg: Config, st: State) -> float:

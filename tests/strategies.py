@@ -433,7 +433,7 @@ def scheduler_configs(
         "hold": hold,
         "squeeze": squeeze,
         "backoff": backoff,
-        "bound": side,
+        "side": side,
         "nonfinite": nonfinite or draw(st.sampled_from(["skip", "raise"])),
         "name": draw(st.sampled_from([None, f"{prefix}sched"])),
     }
@@ -452,7 +452,7 @@ def reference_interval(config: dict[str, Any]) -> tuple[float, float]:
     (so that discovery finds something to squeeze); a floor mirrors it.
     Without a squeeze, the `target_window` of its specs.
     """
-    side = config["bound"]
+    side = config["side"]
     squeeze = config["squeeze"]
     if squeeze is None:
         window = target_window(config_specs(config), side)

@@ -96,7 +96,7 @@ def test_headroom_on_a_negative_ceiling_still_contains_every_observation() -> No
 def test_floor_discovers_the_min_and_headroom_widens_it_downwards() -> None:
     spec = ConstraintSpec("m", "box", lower=-1e9, upper=1e9)
     sched = ConstraintScheduler(
-        spec, bound="lower", discovery=DiscoveryPhase(statistic="min", headroom=0.1)
+        spec, side="lower", discovery=DiscoveryPhase(statistic="min", headroom=0.1)
     )
     feed(sched, [5.0, -4.0, 2.0])
     assert sched.bound == pytest.approx(-4.4)
@@ -105,7 +105,7 @@ def test_floor_discovers_the_min_and_headroom_widens_it_downwards() -> None:
 
 
 def test_a_floor_is_discovered_by_the_min_by_default() -> None:
-    sched = ConstraintScheduler(ConstraintSpec("v", "box", lower=0.0, upper=500.0), bound="lower")
+    sched = ConstraintScheduler(ConstraintSpec("v", "box", lower=0.0, upper=500.0), side="lower")
     feed(sched, [40.0, 12.0, 30.0])
     assert sched.bound == 12.0
 
@@ -212,7 +212,7 @@ def test_floor_squeezes_upwards() -> None:
     spec = ConstraintSpec("var", "lower", margin=1e-9)
     sched = ConstraintScheduler(
         spec,
-        bound="lower",
+        side="lower",
         discovery=DiscoveryPhase(statistic="min"),
         squeeze=SqueezeSchedule.table({3: 0.2, 4: 0.5}),
     )
@@ -309,7 +309,7 @@ def test_event_messages_read_well() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        pytest.param(dict(bound="middle"), ValueError, "bound must be 'upper', 'lower' or 'width'", id="bad-side"),
+        pytest.param(dict(side="middle"), ValueError, "side must be 'upper', 'lower' or 'width'", id="bad-side"),
         pytest.param(dict(nonfinite="ignore"), ValueError, "nonfinite must be 'skip' or 'raise'", id="bad-policy"),
         pytest.param(dict(backoff=Backoff()), ValueError, "backoff needs a squeeze", id="backoff-alone"),
         pytest.param(dict(discovery=DiscoveryPhase(statistic="min")), ValueError, r"statistic='max'", id="min-ceiling"),
@@ -324,6 +324,15 @@ def test_invalid_scheduler_arguments(kwargs: dict, error: type, match: str) -> N
     spec = ConstraintSpec("kl", "box_asymmetric", lower=100.0, healthy=3000.0, upper=1e9)
     with pytest.raises(error, match=match):
         ConstraintScheduler(spec, **kwargs)
+
+
+def test_the_old_name_bound_still_names_the_side_with_a_deprecation_warning() -> None:
+    spec = ConstraintSpec("v", "lower", margin=1e-9)
+    with pytest.warns(DeprecationWarning, match="now side="):
+        sched = ConstraintScheduler(spec, bound="lower")
+    assert sched.side == "lower"
+    with pytest.raises(TypeError, match="side= alone"):
+        ConstraintScheduler(spec, side="lower", bound="lower")
 
 
 @pytest.mark.parametrize(
@@ -423,7 +432,7 @@ def test_full_backoff_restores_the_bound_before_the_squeeze_exactly() -> None:
 def test_a_floor_backoff_to_a_tiny_bound_stays_a_valid_spec() -> None:
     sched = ConstraintScheduler(
         ConstraintSpec("entropy", "lower", margin=1e-3),
-        bound="lower",
+        side="lower",
         squeeze=SqueezeSchedule.table({3: 0.5, 4: 1.0}),
         backoff=Backoff(factor=1.0),
     )
@@ -439,6 +448,6 @@ def test_a_floor_backoff_to_a_tiny_bound_stays_a_valid_spec() -> None:
 
 def test_a_floor_discovered_at_a_subnormal_value_is_kept() -> None:
     spec = ConstraintSpec("entropy", "lower", margin=1e-3)
-    sched = ConstraintScheduler(spec, bound="lower")
+    sched = ConstraintScheduler(spec, side="lower")
     feed(sched, [5e-310, 1.0])
     assert sched.bound == 5e-310

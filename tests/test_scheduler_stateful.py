@@ -102,7 +102,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @initialize(config=scheduler_configs(open_sides=True))
     def build(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.side: str = config["bound"]
+        self.side: str = config["side"]
         self.original_specs = config_specs(config)
         self.names = [s.name for s in self.original_specs]
         self.scheduler = ConstraintScheduler(**config)
@@ -490,7 +490,7 @@ def test_a_backoff_relaxes_towards_the_bound_before_the_squeeze_never_past_it(
     side, value = case["side"], case["value"]
     scheduler = ConstraintScheduler(
         case["spec"],
-        bound=side,
+        side=side,
         hold=HoldPhase(epochs=case["hold_epochs"]),
         squeeze=SqueezeSchedule.linear(target=case["target"], epochs=case["squeeze_epochs"]),
         backoff=Backoff(factor=case["factor"], cooldown=0),
@@ -617,7 +617,7 @@ def test_a_collection_loads_all_of_a_state_dict_or_nothing(
 def test_collection_rejects_an_unknown_spec_name_without_recording_anything() -> None:
     floor = ConstraintScheduler(
         ConstraintSpec("b", "lower", margin=1.0),
-        bound="lower",
+        side="lower",
         discovery=DiscoveryPhase(statistic="min"),
     )
     collection = SchedulerCollection(

@@ -102,7 +102,7 @@ def test_a_window_at_or_past_the_target_converges_at_once() -> None:
 def test_a_floor_is_widened_downwards() -> None:
     floor = ConstraintScheduler(
         ConstraintSpec("var", "lower", margin=1e-9),
-        bound="lower",
+        side="lower",
         discovery=DiscoveryPhase(statistic="min", steps=3, provisional_headroom=0.5),
     )
     for x in (4.0, 2.0, 3.0):

@@ -115,7 +115,7 @@ def floor_scheduler() -> ConstraintScheduler:
     """A floor discovered by the min, held, then squeezed upwards."""
     return ConstraintScheduler(
         ConstraintSpec("reward", "box", lower=-1e6, upper=1e6),
-        bound="lower",
+        side="lower",
         squeeze=SqueezeSchedule.table({3: 0.0, 4: 5.0}),
     )
 

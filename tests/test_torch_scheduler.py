@@ -86,7 +86,7 @@ def kinds_collection() -> SchedulerCollection:
             ),
             ConstraintScheduler(
                 ConstraintSpec("lo", "lower", margin=1.0),
-                bound="lower",
+                side="lower",
                 squeeze=SqueezeSchedule.table({3: 12.0, 4: 14.0}),
             ),
             ConstraintScheduler(
@@ -95,7 +95,7 @@ def kinds_collection() -> SchedulerCollection:
             ),
             ConstraintScheduler(
                 ConstraintSpec("bf", "box", lower=-100.0, upper=100.0),
-                bound="lower",
+                side="lower",
                 squeeze=SqueezeSchedule.linear(target=-4.0, epochs=2),
             ),
             ConstraintScheduler(

@@ -1,4 +1,4 @@
-"""The torch adapter observes a ``bound="width"`` scheduler's distance from its centre, on any path."""
+"""The torch adapter observes a ``side="width"`` scheduler's distance from its centre, on any path."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def core() -> SchedulerCollection:
         [
             ConstraintScheduler(
                 ConstraintSpec(name, "box", lower=low, upper=high),
-                bound="width",
+                side="width",
                 discovery=DiscoveryPhase(statistic=statistic),
                 hold=HoldPhase(epochs=1),
                 squeeze=SqueezeSchedule.geometric(target=1.0, epochs=2),

@@ -1,4 +1,4 @@
-"""``bound="width"``: a box's two sides moved together, around its fixed centre."""
+"""``side="width"``: a box's two sides moved together, around its fixed centre."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def shrinking(spec: ConstraintSpec = LOGVAR, epochs: int = 2) -> ConstraintSched
     """LBO.md section 5's box: kept ``epochs`` epochs, then shrunk by 2.5% an epoch."""
     return ConstraintScheduler(
         spec,
-        bound="width",
+        side="width",
         discovery=DiscoveryPhase(statistic="given", epochs=epochs),
         hold=HoldPhase(epochs=0),
         squeeze=SqueezeSchedule.adaptive(target=1.0, factor=0.975, max_reject_rate=0.05),
@@ -54,7 +54,7 @@ def test_a_given_width_shrinks_around_the_centre() -> None:
 
 
 def test_discovery_finds_the_smallest_centred_box_holding_every_observation() -> None:
-    sched = ConstraintScheduler(LOGVAR, bound="width", hold=HoldPhase(epochs=0))
+    sched = ConstraintScheduler(LOGVAR, side="width", hold=HoldPhase(epochs=0))
     for x in (-1.0, 4.5, -6.0):  # distances 1.5, 7, 3.5 from -2.5
         sched.observe(x)
     event = sched.advance_epoch()[0]
@@ -63,7 +63,7 @@ def test_discovery_finds_the_smallest_centred_box_holding_every_observation() ->
 
 
 def test_violations_count_values_outside_either_side() -> None:
-    sched = ConstraintScheduler(LOGVAR, bound="width", discovery=DiscoveryPhase(statistic="given"))
+    sched = ConstraintScheduler(LOGVAR, side="width", discovery=DiscoveryPhase(statistic="given"))
     for x in (-16.0, 11.0, 0.0, -15.0, 10.0):  # two outside, two on the sides, one inside
         sched.observe(x)
     assert sched.current_epoch.violations == 2
@@ -80,7 +80,7 @@ def test_a_squeeze_that_hurts_restores_the_wider_box() -> None:
 
 
 def test_nonfinite_observations_are_counted_not_measured() -> None:
-    sched = ConstraintScheduler(LOGVAR, bound="width", hold=HoldPhase(epochs=0))
+    sched = ConstraintScheduler(LOGVAR, side="width", hold=HoldPhase(epochs=0))
     sched.observe(float("nan"))
     sched.observe(float("-inf"))
     sched.observe(0.5)
@@ -95,7 +95,7 @@ def test_boxes_sharing_a_centre_share_the_widest_half_width() -> None:
     wide = ConstraintSpec("wide", "box", lower=-3.0, upper=3.0)
     sched = ConstraintScheduler(
         [narrow, wide],
-        bound="width",
+        side="width",
         discovery=DiscoveryPhase(statistic="given"),
         hold=HoldPhase(0),
     )
@@ -110,7 +110,7 @@ def test_boxes_sharing_a_centre_share_the_widest_half_width() -> None:
         (
             [ConstraintSpec("kl", "box_asymmetric", lower=0.0, healthy=1.0, upper=2.0)],
             None,
-            "bound='width' moves BOX specs, and 'kl' is BOX_ASYMMETRIC",
+            "side='width' moves BOX specs, and 'kl' is BOX_ASYMMETRIC",
         ),
         (
             [ConstraintSpec("var", "minimize_soft", scale=0.5)],
@@ -129,18 +129,18 @@ def test_invalid_width_schedulers_are_refused_naming_the_cause(
     specs: list[ConstraintSpec], discovery: DiscoveryPhase | None, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("{", r"\{")):
-        ConstraintScheduler(specs, bound="width", discovery=discovery)
+        ConstraintScheduler(specs, side="width", discovery=discovery)
 
 
-def test_a_bad_bound_name_lists_the_three_choices() -> None:
+def test_a_bad_side_name_lists_the_three_choices() -> None:
     with pytest.raises(ValueError, match="'upper', 'lower' or 'width', got 'both'"):
-        ConstraintScheduler(LOGVAR, bound="both")  # type: ignore[arg-type]
+        ConstraintScheduler(LOGVAR, side="both")  # type: ignore[arg-type]
 
 
 def test_a_target_must_be_a_positive_half_width() -> None:
     with pytest.raises(ValueError, match=r"squeeze bound -1\.0 gives no valid spec"):
         ConstraintScheduler(
-            LOGVAR, bound="width", squeeze=SqueezeSchedule.adaptive(target=-1.0, factor=0.9)
+            LOGVAR, side="width", squeeze=SqueezeSchedule.adaptive(target=-1.0, factor=0.9)
         )
 
 
@@ -232,7 +232,7 @@ def test_a_width_bound_moves_exactly_as_a_ceiling_on_the_distance(run: dict) -> 
     c, h = run["centre"], run["half"]
     box = ConstraintSpec("m", "box", lower=c - h, upper=c + h)
     parts = {k: run[k] for k in ("discovery", "hold", "squeeze", "backoff")}
-    width = ConstraintScheduler(box, bound="width", **parts)
+    width = ConstraintScheduler(box, side="width", **parts)
     h = width.bound  # the half-width the box's own sides give, rounding included
     distance = ConstraintScheduler(ConstraintSpec("m", "upper", margin=h), **parts)
     for values, rejects in run["epochs"]:
@@ -250,6 +250,6 @@ def test_a_width_bound_moves_exactly_as_a_ceiling_on_the_distance(run: dict) -> 
         if width.phase is not Phase.DISCOVERY:
             assert spec.lower == width.centre - width.bound
             assert spec.upper == width.centre + width.bound
-        clone = ConstraintScheduler(box, bound="width", **parts)
+        clone = ConstraintScheduler(box, side="width", **parts)
         clone.load_state_dict(width.state_dict())
         assert (clone.spec(), clone.phase, clone.epoch) == (spec, width.phase, width.epoch)

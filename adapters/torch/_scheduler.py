@@ -398,7 +398,7 @@ class TorchScheduler:
         must hold one element (reduce a per-sample metric first, e.g. with
         ``.mean()``); it is detached. Accelerator tensors are
         accumulated on their device without any host synchronisation. A
-        ``bound="width"`` scheduler records the distance ``|x - centre|``.
+        ``side="width"`` scheduler records the distance ``|x - centre|``.
 
         Args:
             name_or_value: The value, a spec name, or a mapping of names to values.

@@ -1,4 +1,4 @@
-"""A box's two sides moved together, around its centre: ``bound="width"``.
+"""A box's two sides moved together, around its centre: ``side="width"``.
 
 The log-variance box ``[-15, 10]`` has its centre at -2.5 and a half-width of
 12.5. Kept for two epochs, it then shrinks by 2.5% an epoch (LBO's boxes, at
@@ -17,7 +17,7 @@ from constraint_sched import (
 
 logvar = ConstraintScheduler(
     ConstraintSpec("logvar", "box", lower=-15.0, upper=10.0),
-    bound="width",
+    side="width",
     discovery=DiscoveryPhase(statistic="given", epochs=2),  # [-15, 10] until the end of epoch 2
     hold=HoldPhase(epochs=0),
     squeeze=SqueezeSchedule.adaptive(target=1.25, factor=0.975),

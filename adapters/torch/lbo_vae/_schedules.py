@@ -60,7 +60,7 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
       until the end of epoch ``config.tighten_from``, then tightened by
       ``config.tighten_factor`` after each epoch that rejects under 5% and
       that the run lets tighten (`tightened`), backed off like the KL;
-    - one per other ``BOX`` (a ``bound="width"`` scheduler): kept and then
+    - one per other ``BOX`` (a ``side="width"`` scheduler): kept and then
       shrunk around its centre the same way, by half the rate (a half-width
       times ``1 - (1 - tighten_factor) / 2``), to at most `TIGHTEST_BOX` of
       its own.
@@ -130,12 +130,12 @@ def box_factor(tighten_factor: float) -> float:
 
 
 def _tightened(
-    goal: Goal, config: TrainConfig, target: float, factor: float, bound: Bound = "upper"
+    goal: Goal, config: TrainConfig, target: float, factor: float, side: Bound = "upper"
 ) -> ConstraintScheduler:
     """A fixed scale or box kept as given until ``tighten_from``, then tightened adaptively."""
     return ConstraintScheduler(
         goal.spec,
-        bound=bound,
+        side=side,
         discovery=DiscoveryPhase(statistic="given", epochs=config.tighten_from),
         hold=HoldPhase(epochs=0),
         squeeze=SqueezeSchedule.adaptive(

@@ -552,7 +552,7 @@ class Run:
         for event in events:
             if event.constraint == "kl":
                 self.print(f"  [{event.kind}] {event.message}")
-            elif isinstance(event, Discovered) and event.statistic == "given":
+            elif isinstance(event, Discovered) and event.kept:
                 scales.setdefault(("kept", event.side == "width"), []).append(event)
             elif not isinstance(event, Converged):  # "converged" (no squeeze) says nothing
                 scales.setdefault((event.kind, event.side == "width"), []).append(event)
