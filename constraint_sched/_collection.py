@@ -7,6 +7,7 @@ from typing import Any, SupportsFloat
 
 from constraint_sched import _state
 from constraint_sched._events import EpochStats, Event
+from constraint_sched._names import find
 from constraint_sched._phases import Phase
 from constraint_sched._scheduler import Callback, ConstraintScheduler, Count, check_count
 from constraint_sched._spec import ConstraintSpec
@@ -83,12 +84,7 @@ class SchedulerCollection:
 
     def __getitem__(self, name: str) -> ConstraintScheduler:
         """The scheduler called ``name``."""
-        try:
-            return self._schedulers[name]
-        except KeyError:
-            raise KeyError(
-                f"SchedulerCollection has no scheduler {name!r}; it has {list(self._schedulers)}"
-            ) from None
+        return find(self._schedulers, name, "SchedulerCollection", "scheduler", self._schedulers)
 
     def __iter__(self) -> Iterator[ConstraintScheduler]:
         """The schedulers, in the order given."""
@@ -302,12 +298,7 @@ class SchedulerCollection:
         )
 
     def _scheduler_of(self, name: str) -> ConstraintScheduler:
-        try:
-            return self._route[name]
-        except (KeyError, TypeError):
-            raise KeyError(
-                f"SchedulerCollection has no spec {name!r}; it has {sorted(self._route)}"
-            ) from None
+        return find(self._route, name, "SchedulerCollection", "spec", sorted(self._route))
 
     def __repr__(self) -> str:
         return f"SchedulerCollection({list(self._schedulers)}, epoch={self.epoch})"

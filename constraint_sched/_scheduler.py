@@ -14,6 +14,7 @@ import numpy as np
 
 from constraint_sched import _state
 from constraint_sched._events import EpochStats, Event
+from constraint_sched._names import find
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
 from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
@@ -778,13 +779,7 @@ class ConstraintScheduler:
             raise TypeError(
                 f"ConstraintScheduler {self.name!r}: name it: one of {list(self._names)}"
             )
-        try:
-            return self._index[name]
-        except (KeyError, TypeError):
-            raise KeyError(
-                f"ConstraintScheduler {self.name!r} has no spec {name!r}; "
-                f"it has {list(self._names)}"
-            ) from None
+        return find(self._index, name, f"ConstraintScheduler {self.name!r}", "spec", self._names)
 
     def _config_plain(self) -> dict[str, Any]:
         cfg = self._cfg

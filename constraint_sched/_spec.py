@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import attrs
@@ -368,44 +368,13 @@ class ConstraintSpec:
         return _apply(self._violation, x, self._values(parameters), nan_through=True)
 
     def _score(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
-        kind = self.kind
-        if kind is ConstraintKind.UPPER:
-            return _scores.upper_score(xp, x, p["margin"])
-        if kind is ConstraintKind.LOWER:
-            return _scores.lower_score(xp, x, p["margin"])
-        if kind is ConstraintKind.MINIMIZE_SOFT:
-            return _scores.minimize_soft_score(xp, x, p["scale"])
-        if kind is ConstraintKind.MINIMIZE_HARD:
-            return _scores.minimize_hard_score(xp, x, p["scale"])
-        if kind is ConstraintKind.BOX:
-            d = _scores.box_distance(xp, x, p["lower"], p["upper"])
-        else:
-            d = _scores.asymmetric_distance(xp, x, p["lower"], p["healthy"], p["upper"])
-        return _scores.box_profile(xp, d, self.steepness)
+        return _MATHS[self.kind].score(xp, x, p, self.steepness)
 
     def _log_score(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
-        kind = self.kind
-        if kind in (ConstraintKind.UPPER, ConstraintKind.LOWER):
-            return _scores.log_of_clipped(xp, self._score(xp, x, p))
-        if kind is ConstraintKind.MINIMIZE_SOFT:
-            return _scores.minimize_soft_log_score(xp, x, p["scale"])
-        if kind is ConstraintKind.MINIMIZE_HARD:
-            return _scores.minimize_hard_log_score(xp, x, p["scale"])
-        if kind is ConstraintKind.BOX:
-            d = _scores.box_distance(xp, x, p["lower"], p["upper"])
-        else:
-            d = _scores.asymmetric_distance(xp, x, p["lower"], p["healthy"], p["upper"])
-        return _scores.box_log_profile(xp, d, self.steepness)
+        return _MATHS[self.kind].log_score(xp, x, p, self.steepness)
 
     def _violation(self, xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
-        kind = self.kind
-        if kind is ConstraintKind.UPPER:
-            return _scores.excess(xp, x, -math.inf, p["margin"])
-        if kind is ConstraintKind.LOWER:
-            return _scores.excess(xp, x, p["margin"], math.inf)
-        if kind in (ConstraintKind.MINIMIZE_SOFT, ConstraintKind.MINIMIZE_HARD):
-            return _scores.excess(xp, x, -math.inf, p["scale"])
-        return _scores.excess(xp, x, p["lower"], p["upper"])
+        return _MATHS[self.kind].violation(xp, x, p, self.steepness)
 
     def _values(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
         """The parameters the kind uses, by name, with ``parameters`` applied over them."""
@@ -501,6 +470,67 @@ class ConstraintSpec:
                         moved = _strictly_inside(value, upper)
                     changes["healthy"] = moved
         return attrs.evolve(self, **changes)
+
+
+Maths = Callable[[Any, Any, Mapping[str, Any], float], Any]
+"""``(xp, x, parameters, steepness) -> array``: one kind's score, log-score or violation."""
+
+
+@attrs.frozen
+class _KindMaths:
+    """The score, log-score and violation of one kind (`_MATHS`), over `_scores`."""
+
+    score: Maths
+    log_score: Maths
+    violation: Maths
+
+
+def _box(xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
+    return _scores.box_distance(xp, x, p["lower"], p["upper"])
+
+
+def _asymmetric(xp: Any, x: Any, p: Mapping[str, Any]) -> Any:
+    return _scores.asymmetric_distance(xp, x, p["lower"], p["healthy"], p["upper"])
+
+
+def _boxed(distance: Callable[[Any, Any, Mapping[str, Any]], Any]) -> _KindMaths:
+    """A box kind's maths: its profile of ``distance``, steepness ``k``."""
+    return _KindMaths(
+        score=lambda xp, x, p, k: _scores.box_profile(xp, distance(xp, x, p), k),
+        log_score=lambda xp, x, p, k: _scores.box_log_profile(xp, distance(xp, x, p), k),
+        violation=lambda xp, x, p, k: _scores.excess(xp, x, p["lower"], p["upper"]),
+    )
+
+
+_MATHS: dict[ConstraintKind, _KindMaths] = {
+    ConstraintKind.UPPER: _KindMaths(
+        score=lambda xp, x, p, k: _scores.upper_score(xp, x, p["margin"]),
+        log_score=lambda xp, x, p, k: _scores.log_of_clipped(
+            xp, _scores.upper_score(xp, x, p["margin"])
+        ),
+        violation=lambda xp, x, p, k: _scores.excess(xp, x, -math.inf, p["margin"]),
+    ),
+    ConstraintKind.LOWER: _KindMaths(
+        score=lambda xp, x, p, k: _scores.lower_score(xp, x, p["margin"]),
+        log_score=lambda xp, x, p, k: _scores.log_of_clipped(
+            xp, _scores.lower_score(xp, x, p["margin"])
+        ),
+        violation=lambda xp, x, p, k: _scores.excess(xp, x, p["margin"], math.inf),
+    ),
+    ConstraintKind.MINIMIZE_SOFT: _KindMaths(
+        score=lambda xp, x, p, k: _scores.minimize_soft_score(xp, x, p["scale"]),
+        log_score=lambda xp, x, p, k: _scores.minimize_soft_log_score(xp, x, p["scale"]),
+        violation=lambda xp, x, p, k: _scores.excess(xp, x, -math.inf, p["scale"]),
+    ),
+    ConstraintKind.MINIMIZE_HARD: _KindMaths(
+        score=lambda xp, x, p, k: _scores.minimize_hard_score(xp, x, p["scale"]),
+        log_score=lambda xp, x, p, k: _scores.minimize_hard_log_score(xp, x, p["scale"]),
+        violation=lambda xp, x, p, k: _scores.excess(xp, x, -math.inf, p["scale"]),
+    ),
+    ConstraintKind.BOX: _boxed(_box),
+    ConstraintKind.BOX_ASYMMETRIC: _boxed(_asymmetric),
+}
+"""Every kind's maths, in one table: a spec's `score`, `log_score` and `violation` look it up."""
 
 
 def _strictly_inside(bound: float, other: float) -> float:

@@ -355,9 +355,17 @@ class ConstraintTerm:
             ValueError: An invalid entry, named.
         """
         multiplier, steps, last_steps, weight = self._parse_state(state)
-        self._scheduler.load_state_dict(state["scheduler"])
+        self._load_scheduler(state["scheduler"])
         self._multiplier = multiplier
         self._steps, self._last_steps, self._weight = steps, last_steps, weight
+        self._loaded()
+
+    def _load_scheduler(self, state: Any) -> None:
+        """Load the scheduler's part of a state dict (a subclass's own scheduler loads it)."""
+        self._scheduler.load_state_dict(state)
+
+    def _loaded(self) -> None:
+        """After a successful `load_state_dict`: a subclass drops what it derived from the state."""
 
     def _parse_state(self, state: Any) -> tuple[ChanceMultiplier, int, int, float]:
         """Check everything in a state dict but the scheduler's part (its own load checks it)."""

@@ -380,11 +380,9 @@ class ConstraintCallback(pl.Callback):
         return self._module.device
 
     def _bounds_to_log(self) -> dict[str, float]:
-        core = self._scheduler.core
-        schedulers = [core] if isinstance(core, ConstraintScheduler) else list(core)
         return {
             f"{self._log_prefix}{name}": s.bound
-            for s in schedulers
+            for s in self._scheduler.schedulers
             if s.phase is not Phase.DISCOVERY and math.isfinite(s.bound)
             for name in s.names
         }

@@ -22,6 +22,7 @@ from constraint_sched import (
     Tally,
     _state,
 )
+from constraint_sched._names import find
 from constraint_sched._reservoir import Reservoir, combine, seed_for
 from constraint_sched._scheduler import check_count
 from constraint_sched.adapters.torch import _distributed
@@ -42,51 +43,16 @@ class TorchScheduler:
     """A `ConstraintScheduler` (or a `SchedulerCollection`) observed from tensors on any device.
 
     A training step hands its metric tensors to `observe` and never waits
-    for the accelerator: for tensors on an accelerator the statistics (count,
-    NaN/inf count, violations of the bound in force, sum, max, min, and a
-    bounded sample for a median or quantile discovery) accumulate on that
-    device, in place. CPU tensors and Python numbers are read on the host,
-    which is cheaper for them. `advance_epoch` synchronises once, reduces the
-    statistics across ranks when ``torch.distributed`` is initialised (sum
-    for counts, max for the max, min for the min), merges them into the core
-    scheduler as `constraint_sched.Tally` objects and moves the bounds: every
-    rank ends the epoch with the same bound and phase.
-
-    A ``DiscoveryPhase(steps=N)`` discovery ends inside its first epoch: at
-    the N-th `observe` call of the epoch the adapter synchronises once more,
-    merges what it has seen, and the bound applies from the next step (its
-    events reach `add_callback` callbacks and the log then). Every rank makes
-    that call at the same step in a distributed run.
-
-    Bounds as tensors (`bound_tensor`) and score parameters (`parameters`,
-    used by `score`) are 0-d tensors cached per device and dtype and updated
-    in place at each epoch boundary, so a compiled loss that reads them needs
-    no recompile.
-
-    State reads as in the core, from host values: `phase`, `bound` (a float)
-    and `last_epoch` when there is one scheduler (a collection of one
-    counts as one), `phase_of`, `bound_of` and `last_epoch_of` by spec name,
-    and `phases` for every spec.
-
-    Deprecated call forms, kept for one release: ``sched.bound(name,
-    device=..., dtype=...)``, the tensor method of earlier versions, still
-    works and warns (``DeprecationWarning``; use `bound_tensor`), also with
-    several schedulers, where the `bound` property itself has no float
-    value. ``sched.phase(name)`` cannot keep working now that `phase` is the
-    `constraint_sched.Phase` itself (``sched.phase is Phase.HOLD``): calling
-    it raises ``TypeError``; use ``phase_of(name)``.
-
-    Which statistics are exact on the device: the count, the NaN/inf count,
-    the violations and the max and min are exact; the sum (for the epoch's
-    means) is a float64 sum. A median or quantile discovery keeps, on each
-    device, a uniform sample of ``DiscoveryPhase.reservoir`` steps (which
-    steps is decided on the host, with the tally's own generator, so a kept
-    step costs one row copy and the run's random stream is left alone); at
-    the epoch boundary the samples of the host, the devices and the ranks
-    are combined in proportion to the values each stands for. The median is
-    exact while the discovery has seen at most ``reservoir`` steps in all
-    (every device, rank and discovery epoch together); beyond, it is the
-    median of a uniform sample of the values.
+    for the accelerator: statistics of accelerator tensors accumulate on
+    their device, in place; CPU tensors and numbers are read on the host.
+    `advance_epoch` synchronises once, agrees across ``torch.distributed``
+    ranks, merges the statistics into the core and moves the bounds. Bounds
+    and score parameters are 0-d tensors updated in place (`bound_tensor`,
+    `parameters`), so a compiled loss needs no recompile. State reads as in
+    the core: `phase`, `bound`, `last_epoch`, and `phase_of`, `bound_of`,
+    `last_epoch_of`, `phases` by spec name. The docs' "Your own PyTorch loop"
+    page says which statistics are exact, how a ``steps`` discovery ends
+    inside an epoch, and which call forms are deprecated.
 
     Args:
         scheduler: The core scheduler, or a collection of them.
@@ -129,10 +95,11 @@ class TorchScheduler:
         accumulate: Accumulate = "auto",
         process_group: Any = None,
     ) -> None:
+        # A single scheduler is handled as a collection of one.
         if isinstance(scheduler, ConstraintScheduler):
-            schedulers = [scheduler]
+            collection = SchedulerCollection([scheduler])
         elif isinstance(scheduler, SchedulerCollection):
-            schedulers = list(scheduler)
+            collection = scheduler
         else:
             raise TypeError(
                 "TorchScheduler: scheduler must be a ConstraintScheduler or a "
@@ -143,12 +110,13 @@ class TorchScheduler:
                 f"TorchScheduler: accumulate must be 'auto', 'device' or 'host', got {accumulate!r}"
             )
         self._core = scheduler
-        self._schedulers = schedulers
+        self._collection = collection
+        self._schedulers = list(collection)
         self._accumulate: Accumulate = accumulate
         self._group = process_group
-        self._names: tuple[str, ...] = tuple(n for s in schedulers for n in s.names)
-        self._owner = [s for s in schedulers for _ in s.names]
-        self._owner_index = [k for k, s in enumerate(schedulers) for _ in s.names]
+        self._names: tuple[str, ...] = tuple(n for s in self._schedulers for n in s.names)
+        self._owner = [s for s in self._schedulers for _ in s.names]
+        self._owner_index = [k for k, s in enumerate(self._schedulers) for _ in s.names]
         self._index = {n: i for i, n in enumerate(self._names)}
         self._raise_nonfinite = [s.nonfinite == "raise" for s in self._owner]
         # A "width" bound observes the distance from its boxes' centre (None: the value).
@@ -158,8 +126,8 @@ class TorchScheduler:
         # never change, so torch.compile's guards hold across epochs (see `score`).
         self._scorers = [s.spec(n) for s, n in zip(self._owner, self._names, strict=True)]
         self._auto = [False] * len(self._names)
-        self._sample_size = max(s.discovery.reservoir for s in schedulers)
-        config = json.dumps([s.state_dict()["config"] for s in schedulers], sort_keys=True)
+        self._sample_size = max(s.discovery.reservoir for s in self._schedulers)
+        config = json.dumps([s.state_dict()["config"] for s in self._schedulers], sort_keys=True)
         self._digest = zlib.crc32(config.encode())
         self._host = HostTally(len(self._names))
         self._devices: dict[torch.device, DeviceTally] = {}
@@ -178,6 +146,11 @@ class TorchScheduler:
     def core(self) -> ConstraintScheduler | SchedulerCollection:
         """The wrapped core scheduler or collection."""
         return self._core
+
+    @property
+    def schedulers(self) -> tuple[ConstraintScheduler, ...]:
+        """The core schedulers, in order (one when a single scheduler was given)."""
+        return tuple(self._schedulers)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -586,16 +559,12 @@ class TorchScheduler:
         """
         log = log and _distributed.rank(self._group) == 0
         tallies = self._merge_epoch_so_far(log=log)
-        core = self._core
-        if isinstance(core, ConstraintScheduler):
-            if not isinstance(tighten, bool):
-                raise TypeError(
-                    "TorchScheduler.advance_epoch: tighten is a bool for a single "
-                    f"scheduler, got {tighten!r}"
-                )
-            events = core.advance_epoch(log=log, tighten=tighten)
-        else:
-            events = core.advance_epoch(log=log, tighten=tighten)
+        if self._core is not self._collection and not isinstance(tighten, bool):
+            raise TypeError(
+                "TorchScheduler.advance_epoch: tighten is a bool for a single "
+                f"scheduler, got {tighten!r}"
+            )
+        events = self._collection.advance_epoch(log=log, tighten=tighten)
         flushed, self._flushed = self._flushed, None
         if flushed is not None:  # a steps discovery ended inside the epoch: report it whole
             tallies = [_plus(a, b) for a, b in zip(flushed, tallies, strict=True)]
@@ -772,12 +741,7 @@ class TorchScheduler:
             if len(self._names) == 1:
                 return 0
             raise TypeError(f"TorchScheduler: name the spec: one of {list(self._names)}")
-        try:
-            return self._index[name]
-        except (KeyError, TypeError):
-            raise KeyError(
-                f"TorchScheduler has no spec {name!r}; it has {list(self._names)}"
-            ) from None
+        return find(self._index, name, "TorchScheduler", "spec", self._names)
 
     def _only(self, what: str, instead: str) -> ConstraintScheduler:
         """The one scheduler, for a property that reads one value; else a ValueError."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -238,18 +237,9 @@ class TorchConstraintTerm(ConstraintTerm):
             state["weight"] = float(self._weight_tensor)
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a `state_dict`; on an error nothing changes.
+    def _load_scheduler(self, state: Any) -> None:
+        self._torch.load_state_dict(state)
 
-        The multiplier's state moves to the device of the next value.
-
-        Raises:
-            TypeError: Not a mapping.
-            KeyError: A missing entry, named.
-            ValueError: An invalid entry, named.
-        """
-        multiplier, steps, last_steps, weight = self._parse_state(state)
-        self._torch.load_state_dict(state["scheduler"])
-        self._multiplier = multiplier
-        self._steps, self._last_steps, self._weight = steps, last_steps, weight
+    def _loaded(self) -> None:
+        # The multiplier's state moves to the device of the next value.
         self._tensors, self._weight_tensor = None, None
