@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from constraint_sched import _state
+from constraint_sched._accumulator import Accumulator
 from constraint_sched._events import EpochStats, Event
 from constraint_sched._names import find
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
@@ -191,6 +192,8 @@ class ConstraintScheduler:
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
         initial = aggregate(side, [_own_bound(s, side) for s in spec_list])
+        self._books = Accumulator(len(self._names))
+        """The epoch's statistics (the discovery window's extremes of earlier epochs: _window)."""
         self._commit(State(bound=initial))
         self._reset_window()
         self._reset_epoch()
@@ -428,21 +431,7 @@ class ConstraintScheduler:
 
     def _record(self, i: int, x: float) -> None:
         """Count a checked observation ``x`` of slot ``i``."""
-        self._counts[i] += 1
-        if x - x != 0.0:  # NaN or infinite, with nonfinite="skip"
-            self._nonfinite += 1
-            return
-        if x > self._violation_above or x < self._violation_below:
-            self._violations += 1
-        mode = self._mode
-        if mode == _MAX:
-            if x > self._window[i]:
-                self._window[i] = x
-        elif mode == _MIN:
-            if x < self._window[i]:
-                self._window[i] = x
-        elif mode == _QUANTILE:
-            self._reservoirs[i].add(x)
+        self._books.add(i, x)
 
     def merge(
         self, name_or_tally: str | Tally, tally: Tally = _MISSING, *, log: bool = True
@@ -496,15 +485,7 @@ class ConstraintScheduler:
                 f"{self._cfg.discovery.statistic!r} needs Tally.samples for "
                 f"{self._names[i]!r} ({tally.valid} valid observations, no samples)"
             )
-        self._counts[i] += tally.count
-        self._nonfinite += tally.nonfinite
-        self._violations += tally.violations
-        if mode == _MAX and tally.valid:
-            self._window[i] = max(self._window[i], tally.maximum)
-        elif mode == _MIN and tally.valid:
-            self._window[i] = min(self._window[i], tally.minimum)
-        elif mode == _QUANTILE and tally.valid:
-            self._reservoirs[i].merge(list(tally.samples), tally.valid)
+        self._books.merge(i, tally)
         if self._in_window:
             self._check_window(log=log)
 
@@ -519,7 +500,7 @@ class ConstraintScheduler:
             TypeError: Anything else (a float, a string, an array of several values...).
             ValueError: A negative count.
         """
-        self._rejects += check_count(count, "ConstraintScheduler.reject")
+        self._books.rejects += check_count(count, "ConstraintScheduler.reject")
 
     # -- the epoch boundary ---------------------------------------------------
 
@@ -556,6 +537,8 @@ class ConstraintScheduler:
         self._last = stats
         if window_statistic(self._cfg, new_state) is None:  # discovery is over
             self._reset_window()
+        else:  # discovery goes on: the window keeps this epoch's extremes
+            self._window = self._window_now()
         self._reset_epoch()
         self._emit(events, log=log)
         return events
@@ -574,7 +557,7 @@ class ConstraintScheduler:
         if self._mode == _QUANTILE:
             window = [r.state() for r in self._reservoirs]
         else:
-            window = [_state.encode_float(v) for v in self._window]
+            window = [_state.encode_float(v) for v in self._window_now()]
         return {
             "format": _FORMAT,
             "version": _state.FORMAT_VERSION,
@@ -583,10 +566,10 @@ class ConstraintScheduler:
                 **{k: _state.to_plain(v) for k, v in attrs.asdict(st, recurse=False).items()},
                 "window": window,
                 "window_observations": self._window_observations,
-                "counts": list(self._counts),
-                "nonfinite": self._nonfinite,
-                "violations": self._violations,
-                "rejects": self._rejects,
+                "counts": list(self._books.count),
+                "nonfinite": sum(self._books.nonfinite),
+                "violations": sum(self._books.violations),
+                "rejects": self._books.rejects,
                 "last_epoch": None if self._last is None else _state.to_plain(self._last),
             },
         }
@@ -672,14 +655,16 @@ class ConstraintScheduler:
         self._window = window
         self._reservoirs = reservoirs
         self._window_observations = window_observations
-        self._counts = counts
-        self._nonfinite, self._violations, self._rejects = nonfinite, violations, rejects
+        self._reset_epoch()
+        books = self._books  # the core reads only the totals of the two counts
+        books.count = counts
+        books.nonfinite[0], books.violations[0], books.rejects = nonfinite, violations, rejects
         self._last = last
 
     # -- internals ------------------------------------------------------------
 
     def _check_window(self, *, log: bool) -> None:
-        if not window_full(self._cfg, self._st, max(self._counts) + self._rejects):
+        if not window_full(self._cfg, self._st, self._books.steps + self._books.rejects):
             return
         stats = self._epoch_stats()
         per_spec = self._window_values()
@@ -716,7 +701,8 @@ class ConstraintScheduler:
         self._st, self._specs = st, specs
         self._in_window = window_open(self._cfg, st)
         above, below = (st.bound, -math.inf) if self._cfg.side != "lower" else (math.inf, st.bound)
-        self._violation_above, self._violation_below = above, below
+        n = len(self._names)
+        self._books.limits([above] * n, [below] * n)
 
     def _mode_for(self, st: State) -> int:
         """How `_record` accumulates what `window_statistic` asks for in ``st``."""
@@ -745,31 +731,40 @@ class ConstraintScheduler:
         self._reservoirs = (
             [self._new_reservoir(i) for i in range(n)] if self._mode == _QUANTILE else []
         )
+        self._books.reservoirs = self._reservoirs if self._mode == _QUANTILE else None
 
     def _reset_epoch(self) -> None:
-        self._counts = [0] * len(self._names)
-        self._nonfinite = 0
-        self._violations = 0
-        self._rejects = 0
+        books = self._books
+        reservoirs = self._reservoirs if self._mode == _QUANTILE else None
+        books.start(books.above, books.below, reservoirs)
+
+    def _window_now(self) -> list[float]:
+        """The window's extreme per slot: earlier discovery epochs' and this one's."""
+        if self._mode == _MAX:
+            return [max(w, m) for w, m in zip(self._window, self._books.maximum, strict=True)]
+        if self._mode == _MIN:
+            return [min(w, m) for w, m in zip(self._window, self._books.minimum, strict=True)]
+        return list(self._window)
 
     def _window_values(self) -> dict[str, float]:
         if self._mode == _QUANTILE:
             level = self._quantile_level()
             values = [r.quantile(level) for r in self._reservoirs]
             return {n: v for n, v in zip(self._names, values, strict=True) if v is not None}
-        return {n: v for n, v in zip(self._names, self._window, strict=True) if math.isfinite(v)}
+        window = self._window_now()
+        return {n: v for n, v in zip(self._names, window, strict=True) if math.isfinite(v)}
 
     def _epoch_stats(self) -> EpochStats:
-        st = self._st
+        st, books = self._st, self._books
         return EpochStats(
             epoch=st.epoch,
             phase=st.phase,
             bound=st.bound,
-            steps=max(self._counts),
-            rejects=self._rejects,
-            observations=sum(self._counts) - self._nonfinite,
-            nonfinite=self._nonfinite,
-            violations=self._violations,
+            steps=books.steps,
+            rejects=books.rejects,
+            observations=sum(books.count) - sum(books.nonfinite),
+            nonfinite=sum(books.nonfinite),
+            violations=sum(books.violations),
         )
 
     def _lookup(self, name: Any) -> int:

@@ -1,19 +1,21 @@
-"""Per-spec statistics of an epoch's observations, accumulated on the host or on a device.
+"""The device's mirror of the core's `Accumulator`: an epoch's statistics, kept on a device.
 
-Both accumulators hold, per spec slot: the observations counted (``count``),
-the NaN/inf ones (``nonfinite``), the valid ones beyond the bound in force
-(``violations``), the sum of the valid ones (``total``), their ``maximum`` and
-``minimum``, and the rejected steps; while a discovery needs a median or a
-quantile, a uniform sample of the valid values as well. `pack` lays them out
-in one float64 vector so that an epoch boundary reads everything with one copy
-and reduces it across ranks with two collectives.
+Values read on the host go to the core's ``Accumulator``; `DeviceTally`
+keeps the same statistics of the tensors of one device. Both hold, per spec
+slot: the observations counted (``count``), the NaN/inf ones
+(``nonfinite``), the valid ones beyond the bound in force (``violations``),
+the sum of the valid ones (``total``), their ``maximum`` and ``minimum``, and
+the rejected steps; while a discovery needs a median or a quantile, a uniform
+sample of the valid values as well. `pack` lays them out in one float64
+vector so that an epoch boundary reads everything with one copy and reduces
+it across ranks with two collectives.
 
 The device's median/quantile sample is a reservoir of *steps*: whether a step
 is kept, and in which row, is decided on the host from the number of steps
-(Algorithm R with a Python generator seeded afresh each epoch), so a kept
-step costs one row copy on the device and a skipped one nothing. A row holds every slot's value
-of that step, NaN where a value is missing, invalid or not accepted; the
-valid entries of a slot are a uniform sample of its valid values.
+(Algorithm R with a Python generator seeded afresh each epoch), so a kept step
+costs one row copy on the device and a skipped one nothing. A row holds every
+slot's value of that step, NaN where a value is missing, invalid or not
+accepted; the valid entries of a slot are a uniform sample of its valid values.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from typing import Any
 import torch
 
 from constraint_sched import _state
-from constraint_sched._reservoir import Reservoir
 
 # Row order of the statistics; the last two are reduced by max, the others by sum.
 SUM_ROWS = ("count", "nonfinite", "violations", "total")
@@ -54,109 +55,6 @@ def upload(values: Sequence[float], dtype: torch.dtype, device: torch.device) ->
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)
-
-
-class HostTally:
-    """The statistics of values read on the host (Python numbers and CPU tensors)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.reservoirs: list[Reservoir] | None = None
-        self.start([math.inf] * n, [-math.inf] * n, None)
-
-    def start(
-        self, above: Sequence[float], below: Sequence[float], reservoirs: list[Reservoir] | None
-    ) -> None:
-        """Empty the statistics; values above ``above`` or below ``below`` are violations."""
-        n = self.n
-        self.count = [0] * n
-        self.nonfinite = [0] * n
-        self.violations = [0] * n
-        self.total = [0.0] * n
-        self.maximum = [-math.inf] * n
-        self.minimum = [math.inf] * n
-        self.rejects = 0
-        self.above, self.below = list(above), list(below)
-        self.reservoirs = reservoirs
-
-    def add(self, i: int, x: float) -> None:
-        """Count one observation ``x`` of slot ``i``."""
-        self.count[i] += 1
-        if x - x != 0.0:  # NaN or infinite
-            self.nonfinite[i] += 1
-            return
-        self.total[i] += x
-        if x > self.maximum[i]:
-            self.maximum[i] = x
-        if x < self.minimum[i]:
-            self.minimum[i] = x
-        if x > self.above[i] or x < self.below[i]:
-            self.violations[i] += 1
-        if self.reservoirs is not None:
-            self.reservoirs[i].add(x)
-
-    def pack(self) -> list[float]:
-        """The statistics as the head of a packed vector (see `layout`)."""
-        out: list[float] = [*self.count, *self.nonfinite, *self.violations, *self.total]
-        out.append(float(self.rejects))
-        out += self.maximum
-        out += [-m for m in self.minimum]
-        return [float(v) for v in out]
-
-    @property
-    def empty(self) -> bool:
-        """Whether nothing was counted since `start`."""
-        return not any(self.count) and not self.rejects
-
-    def state(self) -> dict[str, Any]:
-        """Everything counted since `start`, as plain data that `load` restores exactly."""
-        code = _state.encode_float
-        return {
-            "count": list(self.count),
-            "nonfinite": list(self.nonfinite),
-            "violations": list(self.violations),
-            "total": [code(v) for v in self.total],
-            "maximum": [code(v) for v in self.maximum],
-            "minimum": [code(v) for v in self.minimum],
-            "rejects": self.rejects,
-            "reservoirs": None if self.reservoirs is None else [r.state() for r in self.reservoirs],
-        }
-
-    def load(self, data: _state.Reader) -> None:
-        """Restore what `state` wrote, after a `start` for the same epoch.
-
-        Raises:
-            ValueError: A field is missing or corrupt (named); nothing changes.
-        """
-        n = self.n
-        count, nonfinite = data.integers("count", n), data.integers("nonfinite", n)
-        violations, rejects = data.integers("violations", n), data.integer("rejects")
-        total, maximum = data.numbers("total", n), data.numbers("maximum", n)
-        minimum = data.numbers("minimum", n)
-        for i in range(n):
-            if not nonfinite[i] + violations[i] <= count[i]:
-                raise ValueError(
-                    f"{data.path}: slot {i} counts {count[i]} observations, {nonfinite[i]} "
-                    f"non-finite and {violations[i]} violations"
-                )
-        saved = data.data.get("reservoirs")
-        if (saved is None) != (self.reservoirs is None):
-            want = "a sample per spec" if self.reservoirs is not None else "none"
-            raise ValueError(
-                f"{data.path}.reservoirs: this epoch's discovery keeps {want}, got {saved!r}"
-            )
-        reservoirs = None
-        if self.reservoirs is not None:
-            items = data.items("reservoirs", n)
-            reservoirs = []
-            for i, (fresh, item) in enumerate(zip(self.reservoirs, items, strict=True)):
-                reservoir = Reservoir(fresh.size, 0)
-                reservoir.load(_state.Reader(item, f"{data.path}.reservoirs[{i}]"))
-                reservoirs.append(reservoir)
-        self.count, self.nonfinite, self.violations = count, nonfinite, violations
-        self.total, self.maximum, self.minimum = total, maximum, minimum
-        self.rejects = rejects
-        self.reservoirs = reservoirs
 
 
 class DeviceTally:

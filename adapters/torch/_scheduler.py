@@ -22,11 +22,12 @@ from constraint_sched import (
     Tally,
     _state,
 )
+from constraint_sched._accumulator import Accumulator
 from constraint_sched._names import find
 from constraint_sched._reservoir import Reservoir, combine, seed_for
 from constraint_sched._scheduler import check_count
 from constraint_sched.adapters.torch import _distributed
-from constraint_sched.adapters.torch._accumulate import DeviceTally, HostTally, layout, upload
+from constraint_sched.adapters.torch._accumulate import DeviceTally, layout, upload
 
 Accumulate = Literal["auto", "device", "host"]
 Observation = SupportsFloat | torch.Tensor
@@ -129,7 +130,7 @@ class TorchScheduler:
         self._sample_size = max(s.discovery.reservoir for s in self._schedulers)
         config = json.dumps([s.state_dict()["config"] for s in self._schedulers], sort_keys=True)
         self._digest = zlib.crc32(config.encode())
-        self._host = HostTally(len(self._names))
+        self._host = Accumulator(len(self._names))
         self._devices: dict[torch.device, DeviceTally] = {}
         self._bounds: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._params: dict[tuple[int, torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
@@ -608,10 +609,8 @@ class TorchScheduler:
     @torch.no_grad()
     def _drop_nonfinite(self, slots: list[int]) -> None:
         """Forget the non-finite observations of ``slots`` this epoch, on the host and devices."""
-        host = self._host
         for i in slots:
-            host.count[i] -= host.nonfinite[i]
-            host.nonfinite[i] = 0
+            self._host.drop_nonfinite(i)
         for tally in self._devices.values():
             for i in slots:
                 tally.stats[0, i] -= tally.stats[1, i]
