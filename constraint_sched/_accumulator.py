@@ -13,12 +13,14 @@ it reads on the host and mirrors the same statistics on each device
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from constraint_sched import _state
 from constraint_sched._reservoir import Reservoir
 from constraint_sched._tally import Tally
+
+Keep = Literal["all", "max", "min", "counts"]
 
 
 class Accumulator:
@@ -33,6 +35,9 @@ class Accumulator:
         ([3], [1], [1], [5.0])
     """
 
+    add: Callable[[int, float], None]
+    """``add(i, x)``: count one observation ``x`` of slot ``i`` (what `start` was asked to keep)."""
+
     def __init__(self, n: int) -> None:
         self.n = n
         self.reservoirs: list[Reservoir] | None = None
@@ -43,6 +48,8 @@ class Accumulator:
         above: Sequence[float],
         below: Sequence[float],
         reservoirs: list[Reservoir] | None = None,
+        *,
+        keep: Keep = "all",
     ) -> None:
         """Empty the books for a new epoch.
 
@@ -50,35 +57,77 @@ class Accumulator:
             above: Per slot, values above this are violations.
             below: Per slot, values below this are violations.
             reservoirs: The samples valid values also go to (one per slot), or None.
+            keep: What `add` keeps beyond the counts: ``"all"`` (the sum,
+                max and min), ``"max"`` or ``"min"`` (that extreme alone), or
+                ``"counts"`` (nothing more). The core scheduler keeps only
+                what its discovery reads, which keeps `add` as cheap as it
+                can be; the others stay at their empty values.
         """
-        n = self.n
-        self.count = [0] * n
-        self.nonfinite = [0] * n
-        self.violations = [0] * n
-        self.total = [0.0] * n
-        self.maximum = [-math.inf] * n
-        self.minimum = [math.inf] * n
+        self.add = {
+            "all": self._add_all,
+            "max": self._add_max,
+            "min": self._add_min,
+            "counts": self._add_counts,
+        }[keep]
+        # One row per slot, read by position on the hot path: count, nonfinite,
+        # violations, total, maximum, minimum, then the two violation limits.
+        self._rows: list[list[Any]] = [
+            [0, 0, 0, 0.0, -math.inf, math.inf, a, b] for a, b in zip(above, below, strict=True)
+        ]
         self.rejects = 0
-        self.limits(above, below)
         self.reservoirs = reservoirs
 
     def limits(self, above: Sequence[float], below: Sequence[float]) -> None:
         """Count later values beyond these as violations (a bound that moved inside the epoch)."""
-        self.above, self.below = list(above), list(below)
+        for row, a, b in zip(self._rows, above, below, strict=True):
+            row[6], row[7] = a, b
 
-    def add(self, i: int, x: float) -> None:
-        """Count one observation ``x`` of slot ``i``."""
-        self.count[i] += 1
+    def _add_all(self, i: int, x: float) -> None:
+        row = self._rows[i]
+        row[0] += 1
         if x - x != 0.0:  # NaN or infinite
-            self.nonfinite[i] += 1
+            row[1] += 1
             return
-        self.total[i] += x
-        if x > self.maximum[i]:
-            self.maximum[i] = x
-        if x < self.minimum[i]:
-            self.minimum[i] = x
-        if x > self.above[i] or x < self.below[i]:
-            self.violations[i] += 1
+        row[3] += x
+        if x > row[4]:
+            row[4] = x
+        if x < row[5]:
+            row[5] = x
+        if x > row[6] or x < row[7]:
+            row[2] += 1
+        if self.reservoirs is not None:
+            self.reservoirs[i].add(x)
+
+    def _add_max(self, i: int, x: float) -> None:
+        row = self._rows[i]
+        row[0] += 1
+        if x - x != 0.0:
+            row[1] += 1
+            return
+        if x > row[4]:
+            row[4] = x
+        if x > row[6] or x < row[7]:
+            row[2] += 1
+
+    def _add_min(self, i: int, x: float) -> None:
+        row = self._rows[i]
+        row[0] += 1
+        if x - x != 0.0:
+            row[1] += 1
+            return
+        if x < row[5]:
+            row[5] = x
+        if x > row[6] or x < row[7]:
+            row[2] += 1
+
+    def _add_counts(self, i: int, x: float) -> None:
+        row = self._rows[i]
+        row[0] += 1
+        if x - x != 0.0:
+            row[1] += 1
+            return
+        if x > row[6] or x < row[7]:
+            row[2] += 1
         if self.reservoirs is not None:
             self.reservoirs[i].add(x)
 
@@ -88,31 +137,90 @@ class Accumulator:
         Its samples go to the slot's reservoir (when there is one) standing
         for its ``valid`` observations.
         """
-        self.count[i] += tally.count
-        self.nonfinite[i] += tally.nonfinite
-        self.violations[i] += tally.violations
+        row = self._rows[i]
+        row[0] += tally.count
+        row[1] += tally.nonfinite
+        row[2] += tally.violations
         if not tally.valid:
             return
-        self.total[i] += tally.total
-        self.maximum[i] = max(self.maximum[i], tally.maximum)
-        self.minimum[i] = min(self.minimum[i], tally.minimum)
+        row[3] += tally.total
+        row[4] = max(row[4], tally.maximum)
+        row[5] = min(row[5], tally.minimum)
         if self.reservoirs is not None:
             self.reservoirs[i].merge(list(tally.samples), tally.valid)
 
+    def set(
+        self,
+        i: int,
+        *,
+        count: int,
+        nonfinite: int = 0,
+        violations: int = 0,
+        total: float = 0.0,
+        maximum: float = -math.inf,
+        minimum: float = math.inf,
+    ) -> None:
+        """Put slot ``i``'s statistics as given (a checkpoint that kept only these)."""
+        self._rows[i][:6] = [count, nonfinite, violations, total, maximum, minimum]
+
     def drop_nonfinite(self, i: int) -> None:
         """Forget slot ``i``'s non-finite observations, as if they had never been made."""
-        self.count[i] -= self.nonfinite[i]
-        self.nonfinite[i] = 0
+        row = self._rows[i]
+        row[0] -= row[1]
+        row[1] = 0
+
+    def _column(self, k: int) -> list[Any]:
+        return [row[k] for row in self._rows]
+
+    @property
+    def count(self) -> list[int]:
+        """Per slot, the observations counted, valid or not."""
+        return self._column(0)
+
+    @property
+    def nonfinite(self) -> list[int]:
+        """Per slot, the NaN or infinite observations."""
+        return self._column(1)
+
+    @property
+    def violations(self) -> list[int]:
+        """Per slot, the valid observations beyond the limits in force."""
+        return self._column(2)
+
+    @property
+    def total(self) -> list[float]:
+        """Per slot, the sum of the valid observations."""
+        return self._column(3)
+
+    @property
+    def maximum(self) -> list[float]:
+        """Per slot, the largest valid observation (``-inf`` for none)."""
+        return self._column(4)
+
+    @property
+    def minimum(self) -> list[float]:
+        """Per slot, the smallest valid observation (``inf`` for none)."""
+        return self._column(5)
+
+    @property
+    def above(self) -> list[float]:
+        """Per slot, the limit above which a value is a violation."""
+        return self._column(6)
+
+    @property
+    def below(self) -> list[float]:
+        """Per slot, the limit below which a value is a violation."""
+        return self._column(7)
 
     @property
     def steps(self) -> int:
         """The steps observed: the most observations of any slot."""
-        return max(self.count)
+        return int(max(row[0] for row in self._rows))
 
     @property
     def empty(self) -> bool:
         """Whether nothing was counted since `start`."""
-        return not any(self.count) and not self.rejects
+        return not any(row[0] for row in self._rows) and not self.rejects
 
     def pack(self) -> list[float]:
         """The statistics as one vector: the four sum rows, the rejects, then max and -min rows."""
@@ -167,7 +275,15 @@ class Accumulator:
                 reservoir = Reservoir(fresh.size, 0)
                 reservoir.load(_state.Reader(item, f"{data.path}.reservoirs[{i}]"))
                 reservoirs.append(reservoir)
-        self.count, self.nonfinite, self.violations = count, nonfinite, violations
-        self.total, self.maximum, self.minimum = total, maximum, minimum
+        for i in range(n):
+            self.set(
+                i,
+                count=count[i],
+                nonfinite=nonfinite[i],
+                violations=violations[i],
+                total=total[i],
+                maximum=maximum[i],
+                minimum=minimum[i],
+            )
         self.rejects = rejects
         self.reservoirs = reservoirs

@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 
 from constraint_sched import _state
-from constraint_sched._accumulator import Accumulator
+from constraint_sched._accumulator import Accumulator, Keep
 from constraint_sched._events import EpochStats, Event
 from constraint_sched._names import find
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
@@ -53,6 +53,8 @@ _FORMAT = "constraint_sched.ConstraintScheduler"
 # How far inside its opposite side a box's moved bound must stay, relative to magnitude.
 _BOX_GAP = 1e-6
 _NO_STAT, _MAX, _MIN, _QUANTILE = 0, 1, 2, 3
+_KEEP: dict[int, Keep] = {_NO_STAT: "counts", _MAX: "max", _MIN: "min", _QUANTILE: "counts"}
+"""What the books keep in each mode: what the window reads."""
 
 
 class ConstraintScheduler:
@@ -194,6 +196,8 @@ class ConstraintScheduler:
         initial = aggregate(side, [_own_bound(s, side) for s in spec_list])
         self._books = Accumulator(len(self._names))
         """The epoch's statistics (the discovery window's extremes of earlier epochs: _window)."""
+        self._add = self._books.add  # records a checked observation: the hot path's last call
+        """The books' `add`, refreshed with each epoch's (`Accumulator.start`)."""
         self._commit(State(bound=initial))
         self._reset_window()
         self._reset_epoch()
@@ -367,15 +371,33 @@ class ConstraintScheduler:
                 when the scheduler has several specs.
             ValueError: A non-finite value with ``nonfinite="raise"``.
         """
-        # The dispatch is ordered for speed: this is the training loop's hot path.
+        # The dispatch is ordered for speed: this is the training loop's hot path. A
+        # value is converted inline; `_value` repeats the checks only to raise.
+        centre, raising = self._centre, self._raise_nonfinite
         if value is _MISSING:
             kind = type(name_or_value)
             if kind is dict or (kind is not float and isinstance(name_or_value, Mapping)):
                 # Every name and value is checked before anything is recorded.
-                prepare = self._prepare
-                self._record_all(
-                    [prepare(k, v) for k, v in name_or_value.items()]  # type: ignore[union-attr]
-                )
+                index = self._index
+                checked = []
+                for key, item in name_or_value.items():  # type: ignore[union-attr]
+                    i = index.get(key)
+                    if i is None:
+                        i = self._lookup(key)
+                    try:
+                        x = float(item)
+                    except (TypeError, ValueError):
+                        x = self._value(i, item)  # raises, naming the value
+                    if centre is not None:
+                        x = abs(x - centre)
+                    if raising and x - x != 0.0:
+                        self._value(i, item)  # raises, naming the value
+                    checked.append((i, x))
+                add = self._add
+                for i, x in checked:
+                    add(i, x)
+                if self._in_window:
+                    self._check_window(log=True)
                 return
             if not self._single:
                 raise TypeError(
@@ -383,12 +405,20 @@ class ConstraintScheduler:
                     f"this one has {list(self._names)}: use observe(name, value) or "
                     "observe({name: value})"
                 )
-            self._record(0, self._value(0, name_or_value))  # type: ignore[arg-type]
+            i, value = 0, name_or_value  # type: ignore[assignment]
         else:
             i = self._index.get(name_or_value)  # type: ignore[arg-type]
             if i is None:
                 i = self._lookup(name_or_value)
-            self._record(i, self._value(i, value))
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            x = self._value(i, value)  # raises, naming the value
+        if centre is not None:
+            x = abs(x - centre)
+        if raising and x - x != 0.0:
+            self._value(i, value)  # raises, naming the value
+        self._add(i, x)
         if self._in_window:
             self._check_window(log=True)
 
@@ -401,8 +431,9 @@ class ConstraintScheduler:
 
     def _record_all(self, checked: Sequence[tuple[int, float]]) -> None:
         """Record observations `_prepare` checked, then end a full ``steps`` window."""
+        add = self._add
         for i, x in checked:
-            self._record(i, x)
+            add(i, x)
         if self._in_window:
             self._check_window(log=True)
 
@@ -428,10 +459,6 @@ class ConstraintScheduler:
                 f"{self._names[i]!r} (nonfinite='raise'); nothing was recorded"
             )
         return x
-
-    def _record(self, i: int, x: float) -> None:
-        """Count a checked observation ``x`` of slot ``i``."""
-        self._books.add(i, x)
 
     def merge(
         self, name_or_tally: str | Tally, tally: Tally = _MISSING, *, log: bool = True
@@ -657,8 +684,10 @@ class ConstraintScheduler:
         self._window_observations = window_observations
         self._reset_epoch()
         books = self._books  # the core reads only the totals of the two counts
-        books.count = counts
-        books.nonfinite[0], books.violations[0], books.rejects = nonfinite, violations, rejects
+        for i, count in enumerate(counts):
+            books.set(i, count=count)
+        books.set(0, count=counts[0], nonfinite=nonfinite, violations=violations)
+        books.rejects = rejects
         self._last = last
 
     # -- internals ------------------------------------------------------------
@@ -705,7 +734,7 @@ class ConstraintScheduler:
         self._books.limits([above] * n, [below] * n)
 
     def _mode_for(self, st: State) -> int:
-        """How `_record` accumulates what `window_statistic` asks for in ``st``."""
+        """How the window reads what `window_statistic` asks for in ``st``."""
         statistic = window_statistic(self._cfg, st)
         if statistic is None:
             return _NO_STAT
@@ -736,7 +765,8 @@ class ConstraintScheduler:
     def _reset_epoch(self) -> None:
         books = self._books
         reservoirs = self._reservoirs if self._mode == _QUANTILE else None
-        books.start(books.above, books.below, reservoirs)
+        books.start(books.above, books.below, reservoirs, keep=_KEEP[self._mode])
+        self._add = books.add
 
     def _window_now(self) -> list[float]:
         """The window's extreme per slot: earlier discovery epochs' and this one's."""

@@ -726,9 +726,15 @@ class TorchScheduler:
         self._start_epoch()
         host = self._host
         for i, tally in enumerate(tallies):
-            host.count[i], host.nonfinite[i] = tally.count, tally.nonfinite
-            host.violations[i], host.total[i] = tally.violations, tally.total
-            host.maximum[i], host.minimum[i] = tally.maximum, tally.minimum
+            host.set(
+                i,
+                count=tally.count,
+                nonfinite=tally.nonfinite,
+                violations=tally.violations,
+                total=tally.total,
+                maximum=tally.maximum,
+                minimum=tally.minimum,
+            )
             if host.reservoirs is not None and tally.samples:
                 host.reservoirs[i].merge(list(tally.samples), tally.valid)
         host.rejects = rejects
