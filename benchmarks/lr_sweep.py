@@ -68,9 +68,9 @@ from constraint_sched import (
     SqueezeSchedule,
     __version__,
 )
+from constraint_sched.adapters.lbo_vae import Run, Stepper, TrainConfig
+from constraint_sched.adapters.lbo_vae._schedules import KL_GOALS
 from constraint_sched.adapters.torch import TorchScheduler
-from constraint_sched.adapters.torch.lbo_vae import Run, Stepper, TrainConfig
-from constraint_sched.adapters.torch.lbo_vae._schedules import KL_GOALS
 
 LRS = (1e-3, 2e-3, 3e-3, 5e-3)
 """The seed's learning rates."""

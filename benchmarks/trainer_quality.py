@@ -81,15 +81,15 @@ import _machine
 import attrs
 import torch
 
-from constraint_sched.adapters.torch.lbo_vae import (
+from constraint_sched.adapters.lbo_vae import (
     ImageSet,
     Run,
     TrainConfig,
     _train,
     build,
 )
-from constraint_sched.adapters.torch.lbo_vae._goals import kl_divergence, ssim
-from constraint_sched.adapters.torch.lbo_vae._train import load_data
+from constraint_sched.adapters.lbo_vae._metrics import kl_divergence, ssim
+from constraint_sched.adapters.lbo_vae._train import load_data
 
 ARMS = ("lbo-vae", "beta-vae", "mean-image")
 """The arms, in the table's order."""

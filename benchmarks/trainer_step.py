@@ -94,8 +94,7 @@ import torch
 import torch.nn.functional as F
 
 from constraint_sched import ConstraintSpec
-from constraint_sched.adapters.torch import LBOObjective, TorchScheduler
-from constraint_sched.adapters.torch.lbo_vae import (
+from constraint_sched.adapters.lbo_vae import (
     Run,
     Stepper,
     TrainConfig,
@@ -103,7 +102,8 @@ from constraint_sched.adapters.torch.lbo_vae import (
     compute,
     group_tree,
 )
-from constraint_sched.adapters.torch.lbo_vae._step import EMA_DECAY
+from constraint_sched.adapters.lbo_vae._step import EMA_DECAY
+from constraint_sched.adapters.torch import LBOObjective, TorchScheduler
 
 # -- the original way ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ def _run(script: Path, workdir: Path, *args: str) -> tuple[str, dict]:
     if not script.is_file():
         pytest.skip(f"benchmarks/{script.name} is not in this tree")
     pytest.importorskip("torch")
-    pytest.importorskip("constraint_sched.adapters.torch.lbo_vae")
+    pytest.importorskip("constraint_sched.adapters.lbo_vae")
     # One thread: on a shared CPU, torch's threads wait for each other at every operator.
     return run_quick(script, workdir, "--device", "cpu", "--threads", "1", *args)
 
@@ -104,7 +104,7 @@ def test_the_fixed_arm_steps_like_the_trainer_but_for_its_ceiling(
     # The v17c arm rebuilds the run's Stepper over its own KL scheduler: every
     # other setting of the step (met levels, clipping, features) must be the trainer's.
     pytest.importorskip("torch")
-    lbo_vae = pytest.importorskip("constraint_sched.adapters.torch.lbo_vae")
+    lbo_vae = pytest.importorskip("constraint_sched.adapters.lbo_vae")
     monkeypatch.syspath_prepend(str(SWEEP_SCRIPT.parent))
     import lr_sweep
 

@@ -19,7 +19,7 @@ def quality_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, Pa
     if not SCRIPT.is_file():
         pytest.skip("benchmarks/trainer_quality.py is not in this tree")
     pytest.importorskip("torch")
-    pytest.importorskip("constraint_sched.adapters.torch.lbo_vae")
+    pytest.importorskip("constraint_sched.adapters.lbo_vae")
     workdir = tmp_path_factory.mktemp("trainer-quality")
     md = workdir / "quality.md"
     # One thread: on a shared CPU, torch's threads wait for each other at every operator.
@@ -93,8 +93,8 @@ def test_mean_image_mse_matches_an_independent_computation(
     quality_run: tuple[str, dict, Path],
 ) -> None:
     _, figures, _ = quality_run
-    from constraint_sched.adapters.torch.lbo_vae import TrainConfig
-    from constraint_sched.adapters.torch.lbo_vae._train import load_data
+    from constraint_sched.adapters.lbo_vae import TrainConfig
+    from constraint_sched.adapters.lbo_vae._train import load_data
 
     config = TrainConfig(**{**figures["config"], "seed": figures["seeds"][0]})
     train, heldout = load_data(config)

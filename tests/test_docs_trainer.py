@@ -34,7 +34,7 @@ ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
 PAGE = DOCS / "trainer.md"
 API_PAGE = DOCS / "api-trainer.md"
-TRAINER = "constraint_sched.adapters.torch.lbo_vae"
+TRAINER = "constraint_sched.adapters.lbo_vae"
 
 pytestmark = [
     pytest.mark.skipif(not PAGE.is_file(), reason="no docs/trainer.md beside the tests"),

@@ -23,9 +23,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from constraint_sched.adapters.torch.lbo_vae._cli import main  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._config import load_config  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._cli import main  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import load_config  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, Run  # noqa: E402
 
 # Two steps an epoch on 16-pixel images with narrow networks: a second or so.
 TINY_TOML = """\

@@ -19,8 +19,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._train import METRICS, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import TrainConfig  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import METRICS, Run  # noqa: E402
 
 CI_SIZED = TrainConfig(
     images=1024, batch_size=32, epochs=7, kl_squeeze_epochs=4, calibration_steps=16

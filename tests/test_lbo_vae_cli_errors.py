@@ -21,9 +21,9 @@ pytest.importorskip("tqdm")
 
 from test_fault_matrix_cli import TINY_TOML, files  # noqa: E402
 
-from constraint_sched.adapters.torch.lbo_vae import _cli, _plots  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._config import load_config  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae import _cli, _plots  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import load_config  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
 
 
 def quiet(message: str) -> None:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
-from constraint_sched.adapters.torch.lbo_vae import _data  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._data import (  # noqa: E402
+from constraint_sched.adapters.lbo_vae import _data, _images, _shapes  # noqa: E402
+from constraint_sched.adapters.lbo_vae._data import (  # noqa: E402
     APPEARANCE_FACTORS,
     DATASETS,
     SHAPE_KINDS,
@@ -640,10 +640,20 @@ def test_load_of_a_missing_folder() -> None:
 def test_public_names_are_documented_and_their_examples_run() -> None:
     for name in _data.__all__:
         assert getattr(_data, name) is not None
+    for name in _images.__all__ + _shapes.__all__:  # the loaders' module re-exports them
+        assert getattr(_data, name) is getattr(
+            _images if name in _images.__all__ else _shapes, name
+        )
     for function in (ImageSet, shapes, render_mask, render, swap_scores, digits, folder, load):
         assert "Examples:" in (function.__doc__ or ""), function
     pytest.importorskip("PIL")
     pytest.importorskip("sklearn")
-    result = doctest.testmod(_data, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 15
-    assert result.failed == 0
+    attempted = 0
+    for module in (_images, _shapes, _data):
+        result = doctest.testmod(
+            module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        )
+        assert result.failed == 0, module.__name__
+        assert result.attempted > 0, module.__name__
+        attempted += result.attempted
+    assert attempted >= 15

@@ -3,7 +3,7 @@
 The test starts ``python -m torch.distributed.run --standalone --nproc_per_node=2``
 on this very file (see `_worker_main` at the bottom). Each rank runs the
 ``lbo-vae train`` command line (``main``, as ``python -m
-constraint_sched.adapters.torch.lbo_vae`` does) with a `Run` subclass that
+constraint_sched.adapters.lbo_vae`` does) with a `Run` subclass that
 records each step's batch and reject flag, and dumps what the rank ended with
 (weights, schedulers, metrics) for the test to compare. In one step of epoch 2
 rank 1 alone sees its check after the step fail (NaN reconstructions): both
@@ -169,7 +169,7 @@ def test_rank_0_alone_prints_and_writes_what_every_rank_holds(
 def _worker_main(out: Path) -> None:
     import attrs
 
-    from constraint_sched.adapters.torch.lbo_vae import _cli, _train
+    from constraint_sched.adapters.lbo_vae import _cli, _train
 
     me = int(os.environ["RANK"])
     runs: list[Any] = []

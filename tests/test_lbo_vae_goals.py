@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import doctest
 import math
+import types
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,9 +19,8 @@ import attrs  # noqa: E402
 from host_reads import host_reads_forbidden  # noqa: E402
 
 from constraint_sched import ConstraintKind, ConstraintSpec  # noqa: E402
-from constraint_sched.adapters.torch import LBOObjective  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae import _goals  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._goals import (  # noqa: E402
+from constraint_sched.adapters.lbo_vae import _goals, _metrics  # noqa: E402
+from constraint_sched.adapters.lbo_vae._goals import (  # noqa: E402
     KL_NO_CEILING,
     OBJECTIVE_GOALS,
     Goal,
@@ -42,6 +42,7 @@ from constraint_sched.adapters.torch.lbo_vae._goals import (  # noqa: E402
     specs,
     ssim,
 )
+from constraint_sched.adapters.torch import LBOObjective  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -632,7 +633,14 @@ def test_auto_specs_refuse_to_score_before_calibration(inputs: GoalInputs) -> No
 # --- the module's examples -----------------------------------------------------------------
 
 
-def test_the_module_examples_run() -> None:
-    result = doctest.testmod(_goals, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 20
+@pytest.mark.parametrize("module", [_goals, _metrics], ids=lambda m: m.__name__.rpartition(".")[2])
+def test_the_module_examples_run(module: types.ModuleType) -> None:
+    result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5
     assert result.failed == 0
+
+
+def test_the_goal_table_reexports_the_metrics() -> None:
+    for name in _metrics.__all__:
+        assert getattr(_goals, name) is getattr(_metrics, name), name
+        assert name in _goals.__all__, name

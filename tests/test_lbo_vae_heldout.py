@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from constraint_sched.adapters.torch.lbo_vae._cli import main  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._data import ImageSet, shapes, split  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._train import METRICS, Run, load_data  # noqa: E402
+from constraint_sched.adapters.lbo_vae._cli import main  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import TrainConfig  # noqa: E402
+from constraint_sched.adapters.lbo_vae._data import ImageSet, shapes, split  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import METRICS, Run, load_data  # noqa: E402
 
 # Two steps an epoch, as test_lbo_vae_train.py's TINY, and a small held-out set.
 TINY = TrainConfig(
@@ -142,7 +142,7 @@ def test_evaluate_measures_the_heldout_images_not_the_training_ones(
     assert scores["heldout_mse"] == pytest.approx(rows[-1]["heldout_mse"], rel=1e-6)
     assert run.evaluate() == scores  # posterior means: no noise
     # Batched as a whole: a batch smaller than the set gives the same numbers.
-    import constraint_sched.adapters.torch.lbo_vae._train as train_module
+    import constraint_sched.adapters.lbo_vae._train as train_module
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_module, "EVAL_BATCH", 16)

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 
 from torch.nn.utils import parametrize  # noqa: E402
 
-from constraint_sched.adapters.torch.lbo_vae import _model  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._model import (  # noqa: E402
+from constraint_sched.adapters.lbo_vae import _model  # noqa: E402
+from constraint_sched.adapters.lbo_vae._model import (  # noqa: E402
     LBOVAE,
     ModelConfig,
     PatchDiscriminator,

@@ -16,15 +16,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from constraint_sched.adapters.torch.lbo_vae import _perceptual  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._cli import main  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig, load_config  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._goals import group_tree  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._perceptual import (  # noqa: E402
+from constraint_sched.adapters.lbo_vae import _perceptual  # noqa: E402
+from constraint_sched.adapters.lbo_vae._cli import main  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import TrainConfig, load_config  # noqa: E402
+from constraint_sched.adapters.lbo_vae._goals import group_tree  # noqa: E402
+from constraint_sched.adapters.lbo_vae._perceptual import (  # noqa: E402
     VGGFeatures,
     load_vgg_features,
 )
-from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, Run  # noqa: E402
 
 # Two steps an epoch, as in test_lbo_vae_train.py: a KL box small enough for so short a run.
 TINY = TrainConfig(
@@ -311,7 +311,7 @@ def test_a_steps_metrics_include_the_perceptual_goal(perceptual_run: Run) -> Non
     assert inputs.features_x is not None
     assert inputs.features_recon is not None
     assert inputs.features_x.shape == (b, 256, 8, 8)
-    from constraint_sched.adapters.torch.lbo_vae._goals import compute
+    from constraint_sched.adapters.lbo_vae._goals import compute
 
     metrics = compute(run.goals, inputs)
     assert float(metrics["perceptual"]) > 0

@@ -14,14 +14,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from constraint_sched.adapters.torch.lbo_vae._cli import main  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._plots import (  # noqa: E402
+from constraint_sched.adapters.lbo_vae._cli import main  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import TrainConfig  # noqa: E402
+from constraint_sched.adapters.lbo_vae._plots import (  # noqa: E402
     METRIC_PLOTS,
     MODEL_PLOTS,
     draw,
 )
-from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ALL = (*METRIC_PLOTS, *MODEL_PLOTS)
@@ -97,7 +97,7 @@ def test_draw_rebuilds_the_model_from_the_checkpoint(
 
 
 def test_the_rebuilt_model_is_the_trained_one(trained: tuple[Run, Path]) -> None:
-    from constraint_sched.adapters.torch.lbo_vae._plots import _read_checkpoint, _rebuild
+    from constraint_sched.adapters.lbo_vae._plots import _read_checkpoint, _rebuild
 
     run, out = trained
     state = _read_checkpoint(out / CHECKPOINT)

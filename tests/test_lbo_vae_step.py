@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._goals import OBJECTIVE_GOALS  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._step import EMA_DECAY, Stepper  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._train import Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import TrainConfig  # noqa: E402
+from constraint_sched.adapters.lbo_vae._goals import OBJECTIVE_GOALS  # noqa: E402
+from constraint_sched.adapters.lbo_vae._step import EMA_DECAY, Stepper  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import Run  # noqa: E402
 
 SMALL = TrainConfig(
     epochs=1, images=32, heldout=32, batch_size=16, image_size=16, width=4, disc_width=4,

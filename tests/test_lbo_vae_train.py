@@ -13,15 +13,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
 from constraint_sched import SqueezeSchedule  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._cli import main  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._config import (  # noqa: E402
+from constraint_sched.adapters.lbo_vae._cli import main  # noqa: E402
+from constraint_sched.adapters.lbo_vae._config import (  # noqa: E402
     SEED_TABLE,
     TrainConfig,
     load_config,
 )
-from constraint_sched.adapters.torch.lbo_vae._goals import default_goals  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._schedules import build_schedulers  # noqa: E402
-from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._goals import default_goals  # noqa: E402
+from constraint_sched.adapters.lbo_vae._schedules import build_schedulers  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
 
 # Two steps an epoch: the KL stays small, so its box and target are small too.
 TINY = TrainConfig(

@@ -1,9 +1,10 @@
 """The distribution as users get it: the wheel's contents and metadata, and a torch-free core.
 
 These tests look at the installed package, not the source tree: the wheel maps
-the top-level ``adapters/`` directory to ``constraint_sched.adapters``, which
-only exists once installed. Every subprocess therefore runs outside the
-repository root. Install first with ``pip install .``.
+the top-level ``adapters/`` directory to ``constraint_sched.adapters``. Every
+subprocess therefore runs outside the repository root, without the root on
+``PYTHONPATH``. Install first with ``pip install .``. One test makes an
+editable install of the source tree in a virtual environment of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib.util
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -112,9 +114,11 @@ def test_wheel_top_level_is_only_the_package(wheel: Path) -> None:
 def test_wheel_ships_adapters_namespace_and_py_typed(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    assert "constraint_sched/adapters/__init__.py" in names
+        adapters_init = zf.read("constraint_sched/adapters/__init__.py")
     assert "constraint_sched/py.typed" in names
     assert "constraint_sched/__init__.py" in names
+    # adapters/__init__.py itself, never the source tree's stand-in for it
+    assert adapters_init == (REPO_ROOT / "adapters" / "__init__.py").read_bytes()
 
 
 @pytest.mark.slow
@@ -237,13 +241,25 @@ def test_installed_adapters_namespace_imports(tmp_path: Path) -> None:
     assert Path(proc.stdout.strip()).parts[-3:] == ("constraint_sched", "adapters", "__init__.py")
 
 
-# -- the torch adapter in the wheel ----------------------------------------------------------
+# -- the adapters and the trainer in the wheel -----------------------------------------------
 
 TORCH_ADAPTER_FILES = {
     f"constraint_sched/adapters/torch/{name}.py"
     for name in ("__init__", "_scheduler", "_lbo", "_rollback", "_accumulate", "_distributed")
 }
-# What a wheel needs from the source tree; .gitignore keeps the developer link out of it.
+TRAINER_FILES = {
+    f"constraint_sched/adapters/lbo_vae/{name}.py"
+    for name in (
+        "__init__", "__main__", "_cli", "_config", "_data", "_files", "_goals", "_images",
+        "_metrics", "_model", "_plots", "_shapes", "_step", "_train",
+    )
+}  # fmt: skip
+# The trainer's old import path: a deprecated alias, two files and nothing else.
+OLD_TRAINER_FILES = {
+    "constraint_sched/adapters/torch/lbo_vae/__init__.py",
+    "constraint_sched/adapters/torch/lbo_vae/__main__.py",
+}
+# What a wheel needs from the source tree.
 WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", ".gitignore")
 
 
@@ -261,10 +277,23 @@ def test_wheel_ships_the_torch_adapter_under_the_namespace(wheel: Path) -> None:
 
 
 @pytest.mark.slow
+def test_wheel_ships_the_trainer_beside_the_torch_adapter(wheel: Path) -> None:
+    names = set(_wheel_names(wheel))
+    assert names >= TRAINER_FILES, sorted(TRAINER_FILES - names)
+    old = {n for n in names if n.startswith("constraint_sched/adapters/torch/lbo_vae/")}
+    assert old == OLD_TRAINER_FILES
+    with zipfile.ZipFile(wheel) as zf:
+        (entry_points,) = [n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        scripts = zf.read(entry_points).decode("utf-8")
+    assert re.search(r"^lbo-vae = constraint_sched\.adapters\.lbo_vae\._cli:main$", scripts, re.M)
+
+
+@pytest.mark.slow
 def test_developer_link_adds_nothing_to_the_wheel(wheel: Path, tmp_path: Path) -> None:
-    # Some checkouts link constraint_sched/adapters -> ../adapters so that the adapters
-    # import from the source tree; the wheel maps adapters/ itself and must not ship
-    # the same files twice (or fail to build) when that link exists.
+    # Older checkouts linked constraint_sched/adapters -> ../adapters by hand, where
+    # the tracked stand-in folder now is; should such a link be there instead, the
+    # wheel (which maps adapters/ itself) must neither ship the files twice nor
+    # fail to build, and must come out the same.
     source = tmp_path / "source"
     source.mkdir()
     for name in WHEEL_SOURCES:
@@ -287,3 +316,105 @@ def test_developer_link_adds_nothing_to_the_wheel(wheel: Path, tmp_path: Path) -
     assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
     assert set(names) >= TORCH_ADAPTER_FILES
     assert set(names) == set(_wheel_names(wheel))
+
+
+# -- an editable install of the source tree --------------------------------------------------
+
+
+def _scripts_dir(env: Path) -> Path:
+    return env / ("Scripts" if os.name == "nt" else "bin")
+
+
+@pytest.mark.slow
+def test_editable_install_imports_every_adapter_from_the_source_tree(tmp_path: Path) -> None:
+    # A fresh environment (no pip of its own: this interpreter's pip installs into
+    # it) that sees this interpreter's packages (torch, lightning, hatchling) after
+    # its own, so that nothing is downloaded: --no-deps, no build isolation, no index.
+    for name in ("hatchling", "torch", "lightning"):
+        pytest.importorskip(name)
+    env = tmp_path / "env"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(env)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    python = _scripts_dir(env) / ("python.exe" if os.name == "nt" else "python")
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    # "zz" sorts after the editable install's own .pth: the source tree comes first.
+    (Path(purelib) / "zz_parent_site.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps"]
+    install += ["--no-build-isolation", "--no-index", "--disable-pip-version-check", "-q"]
+    install += ["-e", str(REPO_ROOT)]
+    env_vars = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        install,
+        cwd=tmp_path,
+        env=env_vars,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"pip install -e failed:\n{proc.stdout}\n{proc.stderr}"
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+
+        import constraint_sched
+        import constraint_sched.adapters
+        import constraint_sched.adapters.lbo_vae
+        import constraint_sched.adapters.lightning
+        import constraint_sched.adapters.torch
+
+        for name in ("constraint_sched", "constraint_sched.adapters",
+                     "constraint_sched.adapters.torch", "constraint_sched.adapters.lightning",
+                     "constraint_sched.adapters.lbo_vae"):
+            print(name, Path(sys.modules[name].__file__).resolve())
+        assert "adapters" not in sys.modules, "a top-level adapters module was imported"
+        """
+    )
+    proc = subprocess.run(
+        [str(python), "-c", code],
+        cwd=tmp_path,
+        env=env_vars,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    found = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    root = REPO_ROOT.resolve()
+    assert found == {
+        "constraint_sched": str(root / "constraint_sched" / "__init__.py"),
+        "constraint_sched.adapters": str(root / "adapters" / "__init__.py"),
+        "constraint_sched.adapters.torch": str(root / "adapters" / "torch" / "__init__.py"),
+        "constraint_sched.adapters.lightning": str(root / "adapters" / "lightning" / "__init__.py"),
+        "constraint_sched.adapters.lbo_vae": str(root / "adapters" / "lbo_vae" / "__init__.py"),
+    }
+
+    for command in (
+        [str(python), "-m", "constraint_sched.adapters.lbo_vae", "--help"],
+        [str(_scripts_dir(env) / "lbo-vae"), "--help"],
+    ):
+        proc = subprocess.run(
+            command,
+            cwd=tmp_path,
+            env=env_vars,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, f"{command}:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.stdout.startswith("usage: lbo-vae"), proc.stdout

@@ -1,94 +1,18 @@
-"""The bundled LBO-VAE trainer: data, model, goal table, objective, step, schedulers, logs.
+"""Deprecated: the LBO-VAE trainer moved to `constraint_sched.adapters.lbo_vae`.
 
-A convolutional VAE whose latent splits into a core (structure) and a detail
-(appearance) half, trained with the LBO log-barrier objective; its KL ceiling
-and its ``auto`` scales are scheduled by `constraint_sched`. Needs the
-``trainer`` extra (``pip install "constraint-sched[trainer]"``); the command
-line is ``lbo-vae`` (`main`).
+This old import path re-exports the new package's public names and warns
+(`DeprecationWarning`) once, when it is first imported; it will be removed in
+a later release. Import the trainer from `constraint_sched.adapters.lbo_vae`.
 """
 
-from constraint_sched.adapters.torch.lbo_vae._cli import (
-    main,
-)
-from constraint_sched.adapters.torch.lbo_vae._config import (
-    SEED_TABLE,
-    TrainConfig,
-    load_config,
-)
-from constraint_sched.adapters.torch.lbo_vae._data import (
-    ImageSet,
-    digits,
-    folder,
-    render,
-    render_mask,
-    shapes,
-    swap_scores,
-)
-from constraint_sched.adapters.torch.lbo_vae._data import (
-    load as load_images,
-)
-from constraint_sched.adapters.torch.lbo_vae._data import (
-    split as split_images,
-)
-from constraint_sched.adapters.torch.lbo_vae._goals import (
-    Goal,
-    GoalInputs,
-    compute,
-    default_goals,
-    group_tree,
-    met_levels,
-)
-from constraint_sched.adapters.torch.lbo_vae._model import (
-    LBOVAE,
-    ModelConfig,
-    PatchDiscriminator,
-    VAEOutput,
-    build,
-    count_parameters,
-)
-from constraint_sched.adapters.torch.lbo_vae._schedules import (
-    build_schedulers,
-)
-from constraint_sched.adapters.torch.lbo_vae._step import (
-    Stepper,
-    StepResult,
-)
-from constraint_sched.adapters.torch.lbo_vae._train import (
-    Run,
-    evaluate_heldout,
-    load_data,
+import warnings
+
+warnings.warn(
+    "constraint_sched.adapters.torch.lbo_vae is deprecated: the LBO-VAE trainer moved to "
+    "constraint_sched.adapters.lbo_vae; import it from there",
+    DeprecationWarning,
+    stacklevel=2,
 )
 
-__all__ = [
-    "LBOVAE",
-    "SEED_TABLE",
-    "Goal",
-    "GoalInputs",
-    "ImageSet",
-    "ModelConfig",
-    "PatchDiscriminator",
-    "Run",
-    "StepResult",
-    "Stepper",
-    "TrainConfig",
-    "VAEOutput",
-    "build",
-    "build_schedulers",
-    "compute",
-    "count_parameters",
-    "default_goals",
-    "digits",
-    "evaluate_heldout",
-    "folder",
-    "group_tree",
-    "load_config",
-    "load_data",
-    "load_images",
-    "main",
-    "met_levels",
-    "render",
-    "render_mask",
-    "shapes",
-    "split_images",
-    "swap_scores",
-]
+from constraint_sched.adapters.lbo_vae import *  # noqa: E402, F403
+from constraint_sched.adapters.lbo_vae import __all__ as __all__  # noqa: E402

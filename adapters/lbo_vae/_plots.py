@@ -31,19 +31,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
+from constraint_sched.adapters.lbo_vae._config import TrainConfig
+from constraint_sched.adapters.lbo_vae._files import CHECKPOINT, CHECKPOINT_FORMAT, METRICS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from constraint_sched.adapters.torch.lbo_vae._data import ImageSet
-    from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE
-    from constraint_sched.adapters.torch.lbo_vae._train import Run
-
-METRICS = "metrics.jsonl"
-CHECKPOINT = "checkpoint.pt"
-# (the same names as _train's; not imported from there, to keep `report` light)
+    from constraint_sched.adapters.lbo_vae._images import ImageSet
+    from constraint_sched.adapters.lbo_vae._model import LBOVAE
+    from constraint_sched.adapters.lbo_vae._train import Run
 
 METRIC_PLOTS = ("kl.png", "reject_rate.png", "groups.png")
 """The plots drawn from ``metrics.jsonl`` alone."""
@@ -180,7 +177,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several kinds for a corrupt file
         raise ValueError(f"checkpoint {str(path)!r} cannot be read: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != "constraint_sched.lbo_vae.Run":
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is not an lbo-vae checkpoint")
     return state
 
@@ -192,8 +189,8 @@ def _rebuild(
 
     Not through `Run`: making one truncates ``metrics.jsonl``.
     """
-    from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE
-    from constraint_sched.adapters.torch.lbo_vae._train import load_data, model_config
+    from constraint_sched.adapters.lbo_vae._model import LBOVAE
+    from constraint_sched.adapters.lbo_vae._train import load_data, model_config
 
     try:
         _, data = load_data(config)

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from constraint_sched import Phase, SchedulerCollection
-from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
-from constraint_sched.adapters.torch.lbo_vae._goals import (
+from constraint_sched.adapters.lbo_vae._goals import (
     PERTURBATION_STD,
     Goal,
     GoalInputs,
     compute,
     group_tree,
 )
-from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, PatchDiscriminator
-from constraint_sched.adapters.torch.lbo_vae._schedules import calibrated
+from constraint_sched.adapters.lbo_vae._model import LBOVAE, PatchDiscriminator
+from constraint_sched.adapters.lbo_vae._schedules import calibrated
+from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
 
 EMA_DECAY = 0.9
 """The decay of `Stepper.norm_ema`, the running mean of the gradient norms that clipping uses."""

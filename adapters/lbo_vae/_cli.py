@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig, load_config
+from constraint_sched.adapters.lbo_vae._config import TrainConfig, load_config
+from constraint_sched.adapters.lbo_vae._files import CHECKPOINT, METRICS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run that --out holds (its metrics.jsonl and checkpoint.pt)",
+        help=f"replace the run that --out holds (its {METRICS} and {CHECKPOINT})",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="print a run's summary and redraw its plots")
@@ -92,8 +93,8 @@ def _train(args: argparse.Namespace) -> int:
     The settings and ``--out`` are checked before anything is written, and a
     ``--resume`` checkpoint is read whole before ``--out`` changes (`Run.load`).
     """
-    from constraint_sched.adapters.torch.lbo_vae import _distributed
-    from constraint_sched.adapters.torch.lbo_vae._train import pick_device
+    from constraint_sched.adapters.lbo_vae import _distributed
+    from constraint_sched.adapters.lbo_vae._train import pick_device
 
     if args.resume and args.overwrite:
         raise UsageError(
@@ -140,8 +141,6 @@ def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
     Raises:
         UsageError: The message says what to pass instead.
     """
-    from constraint_sched.adapters.torch.lbo_vae._train import CHECKPOINT, METRICS
-
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
     for parent in out.parents:
@@ -165,8 +164,8 @@ def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def _train_run(args: argparse.Namespace, config: TrainConfig) -> int:
-    from constraint_sched.adapters.torch.lbo_vae import _distributed
-    from constraint_sched.adapters.torch.lbo_vae._train import Run
+    from constraint_sched.adapters.lbo_vae import _distributed
+    from constraint_sched.adapters.lbo_vae._train import Run
 
     run = Run(config, args.out, progress=not args.no_progress)
     say = print if run.main else _quiet  # one rank speaks for all
@@ -189,13 +188,13 @@ def _train_run(args: argparse.Namespace, config: TrainConfig) -> int:
         return 0
     out = Path(args.out)
     try:
-        from constraint_sched.adapters.torch.lbo_vae._plots import draw
+        from constraint_sched.adapters.lbo_vae._plots import draw
 
         drawn = draw(out, run=run)
         print(f"plots: {', '.join(str(p) for p in drawn)}")
     except ImportError as error:
         print(f"plots skipped: {error}")
-    print(f"metrics: {out / 'metrics.jsonl'}; checkpoint: {out / 'checkpoint.pt'}")
+    print(f"metrics: {out / METRICS}; checkpoint: {out / CHECKPOINT}")
     return 0
 
 
@@ -211,9 +210,9 @@ def _cell(row: dict[str, Any], key: str, spec: str, width: int) -> str:
 
 
 def _report(run: Path) -> int:
-    metrics = run / "metrics.jsonl"
+    metrics = run / METRICS
     if not metrics.is_file():
-        raise FileNotFoundError(f"{str(run)!r} holds no metrics.jsonl: not an lbo-vae run folder")
+        raise FileNotFoundError(f"{str(run)!r} holds no {METRICS}: not an lbo-vae run folder")
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     print(f"{'epoch':>5}  {'KL phase':<9} {'ceiling':>9} {'kl_core':>8} {'kl_detail':>9} "
           f"{'reject':>7} {'min group':>9} {'swap s/a':>9} {'held mse':>9} {'mean mse':>9} "
@@ -230,7 +229,7 @@ def _report(run: Path) -> int:
             f"{_cell(r, 'heldout_ssim', '.2f', 5)} {_cell(r, 'steps_over_ceiling', '.1%', 6)}"
         )
     try:
-        from constraint_sched.adapters.torch.lbo_vae._plots import draw
+        from constraint_sched.adapters.lbo_vae._plots import draw
 
         drawn = draw(run)
         print(f"plots: {', '.join(str(p) for p in drawn)}")

@@ -14,8 +14,8 @@ from constraint_sched import (
     SchedulerCollection,
     SqueezeSchedule,
 )
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
-from constraint_sched.adapters.torch.lbo_vae._goals import Goal
+from constraint_sched.adapters.lbo_vae._config import TrainConfig
+from constraint_sched.adapters.lbo_vae._goals import Goal
 
 KL_GOALS = ("kl_core", "kl_detail")
 """The goals that share the scheduled KL ceiling."""

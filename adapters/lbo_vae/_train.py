@@ -17,25 +17,21 @@ import torch
 import torch.nn.functional as F
 
 from constraint_sched import Converged, Discovered, Event
-from constraint_sched.adapters.torch import TorchScheduler
-from constraint_sched.adapters.torch.lbo_vae import _distributed
-from constraint_sched.adapters.torch.lbo_vae._config import TrainConfig
-from constraint_sched.adapters.torch.lbo_vae._data import (
-    ImageSet,
-    load,
-    shapes,
-    split,
-    swap_scores,
+from constraint_sched.adapters.lbo_vae import _distributed
+from constraint_sched.adapters.lbo_vae._config import TrainConfig
+from constraint_sched.adapters.lbo_vae._data import load, split
+from constraint_sched.adapters.lbo_vae._files import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    METRICS,
 )
-from constraint_sched.adapters.torch.lbo_vae._goals import (
-    default_goals,
-    kl_divergence,
-    met_levels,
-    ssim,
-)
-from constraint_sched.adapters.torch.lbo_vae._model import LBOVAE, ModelConfig, build
-from constraint_sched.adapters.torch.lbo_vae._perceptual import VGGFeatures, load_vgg_features
-from constraint_sched.adapters.torch.lbo_vae._schedules import (
+from constraint_sched.adapters.lbo_vae._goals import default_goals, met_levels
+from constraint_sched.adapters.lbo_vae._images import ImageSet
+from constraint_sched.adapters.lbo_vae._metrics import kl_divergence, ssim
+from constraint_sched.adapters.lbo_vae._model import LBOVAE, ModelConfig, build
+from constraint_sched.adapters.lbo_vae._perceptual import VGGFeatures, load_vgg_features
+from constraint_sched.adapters.lbo_vae._schedules import (
     CALIBRATION_HEADROOM,
     KL_GOALS,
     TIGHTEN_REJECT_RATE,
@@ -43,14 +39,12 @@ from constraint_sched.adapters.torch.lbo_vae._schedules import (
     build_schedulers,
     tightened,
 )
-from constraint_sched.adapters.torch.lbo_vae._step import Stepper
+from constraint_sched.adapters.lbo_vae._shapes import shapes, swap_scores
+from constraint_sched.adapters.lbo_vae._step import Stepper
+from constraint_sched.adapters.torch import TorchScheduler
 
 Printer = Callable[[str], None]
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-CHECKPOINT_FORMAT = "constraint_sched.lbo_vae.Run"
-CHECKPOINT_VERSION = 1
 CHECKPOINT_PARTS: dict[str, tuple[type, ...]] = {
     "format": (str,), "version": (int,), "config": (dict,), "epoch": (int,),
     "steps": (int,), "norm_ema": (torch.Tensor,), "vae": (dict,), "disc": (dict,),
