@@ -33,6 +33,7 @@ from constraint_sched._scheduler import (
     ConstraintScheduler,
 )
 from constraint_sched._schedules import (
+    Relative,
     SqueezeSchedule,
 )
 from constraint_sched._spec import (
@@ -70,6 +71,7 @@ __all__ = [
     "Held",
     "HoldPhase",
     "Phase",
+    "Relative",
     "SchedulerCollection",
     "Settled",
     "SqueezeSchedule",

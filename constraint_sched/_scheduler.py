@@ -280,8 +280,12 @@ class ConstraintScheduler:
 
     @property
     def target(self) -> float | None:
-        """The squeeze target, or None without a squeeze."""
-        return None if self._cfg.squeeze is None else self._cfg.squeeze.target
+        """The squeeze target as a bound, or None.
+
+        None without a squeeze, and before discovery for a `Relative` target
+        (then known as that fraction of the discovered bound).
+        """
+        return self._cfg.target(self._st.discovered)
 
     @property
     def discovery(self) -> DiscoveryPhase:
@@ -922,7 +926,9 @@ _LEAST_POSITIVE = math.ulp(0.0)
 
 def _check_squeeze(cfg: Config, specs: Sequence[ConstraintSpec], squeeze: SqueezeSchedule) -> None:
     low, high = cfg.valid_range
-    values = [v for _, v in squeeze.table_entries] or [squeeze.target]
+    if squeeze.relative:  # known when discovery ends; then moved into the valid range
+        return
+    values = [v for _, v in squeeze.table_entries] or [squeeze.target_for(0.0)]
     for value in values:
         if not low <= value <= high:
             raise ValueError(

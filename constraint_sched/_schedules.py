@@ -13,9 +13,55 @@ import attrs
 ScheduleKind = Literal["table", "geometric", "linear", "adaptive"]
 
 
+def _check_fraction(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Relative.fraction must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"Relative.fraction must be positive and finite, got {value!r}")
+
+
+@attrs.frozen
+class Relative:
+    """A target given as a fraction of the bound discovery finds: no units, no guess.
+
+    ``Relative(0.5)`` squeezes a discovered ceiling of 240 to 120, and one of
+    2,400 to 1,200: the target is ``fraction * discovered``, known when
+    discovery ends. A fraction under 1 tightens a positive ceiling (over 1, a
+    positive floor).
+
+    Args:
+        fraction: The target as a multiple of the discovered bound; positive.
+
+    Examples:
+        >>> Relative(0.5).of(240.0)
+        120.0
+        >>> Relative(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: Relative.fraction must be positive and finite, got 0
+    """
+
+    fraction: float = attrs.field(validator=_check_fraction)
+
+    def of(self, discovered: float) -> float:
+        """The target for a discovered bound."""
+        return float(self.fraction * discovered)
+
+    def __str__(self) -> str:
+        return f"{self.fraction:g} of the discovered bound"
+
+
+Target = float | Relative
+"""A squeeze target: an absolute bound, or a `Relative` fraction of the discovered one."""
+
+
 def _check_target(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, Relative):
+        return
     if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
-        raise ValueError(f"SqueezeSchedule.target must be a finite number, got {value!r}")
+        raise ValueError(
+            f"SqueezeSchedule.target must be a finite number or a Relative, got {value!r}"
+        )
 
 
 def _to_float(value: Any) -> Any:
@@ -49,7 +95,7 @@ class SqueezeSchedule:
     """
 
     kind: ScheduleKind
-    target: float = attrs.field(converter=_to_float, validator=_check_target)
+    target: Target = attrs.field(converter=_to_float, validator=_check_target)
     epochs: int | None = None
     table_entries: tuple[tuple[int, float], ...] = ()
     factor: float | None = None
@@ -67,9 +113,14 @@ class SqueezeSchedule:
             )
         if kind in ("geometric", "linear"):
             _check_epochs(self.epochs, f"SqueezeSchedule({kind!r}).epochs")
-            if kind == "geometric" and self.target == 0.0:
+            if kind == "geometric" and self.target == 0.0 and not self.relative:
                 raise ValueError("SqueezeSchedule.geometric: target must not be 0 (use linear)")
         if kind == "table":
+            if self.relative:
+                raise ValueError(
+                    "SqueezeSchedule('table').target: a table holds absolute bounds; a Relative "
+                    "target needs geometric, linear or adaptive"
+                )
             if not self.table_entries:
                 raise ValueError(
                     "SqueezeSchedule('table').table_entries: a table needs at least one "
@@ -138,7 +189,7 @@ class SqueezeSchedule:
         return cls("table", target=entries[-1][1], table_entries=tuple(entries))
 
     @classmethod
-    def geometric(cls, target: float, epochs: int) -> SqueezeSchedule:
+    def geometric(cls, target: Target, epochs: int) -> SqueezeSchedule:
         """Multiply the discovered bound by one factor per epoch, reaching ``target`` in ``epochs``.
 
         Step ``i`` proposes ``start * (target / start) ** (i / epochs)``. When
@@ -148,7 +199,8 @@ class SqueezeSchedule:
         that says so.
 
         Args:
-            target: The final bound; not zero.
+            target: The final bound, not zero; or `Relative` (a fraction of
+                the discovered bound).
             epochs: Squeeze epochs from the discovered bound to the target.
 
         Returns:
@@ -157,15 +209,21 @@ class SqueezeSchedule:
         Examples:
             >>> SqueezeSchedule.geometric(target=3000.0, epochs=13).epochs
             13
+            >>> half = SqueezeSchedule.geometric(target=Relative(0.5), epochs=2)
+            >>> half.propose(1, start=240.0, current=240.0)  # sqrt(0.5) of the way
+            169.7056274847714
+            >>> half.target_for(240.0)
+            120.0
         """
         return cls("geometric", target=target, epochs=_check_epochs(epochs))
 
     @classmethod
-    def linear(cls, target: float, epochs: int) -> SqueezeSchedule:
+    def linear(cls, target: Target, epochs: int) -> SqueezeSchedule:
         """Move from the discovered bound to ``target`` in equal steps over ``epochs``.
 
         Args:
-            target: The final bound.
+            target: The final bound, or `Relative` (a fraction of the
+                discovered bound).
             epochs: Squeeze epochs from the discovered bound to the target.
 
         Returns:
@@ -180,7 +238,7 @@ class SqueezeSchedule:
 
     @classmethod
     def adaptive(
-        cls, target: float, factor: float = 0.9, max_reject_rate: float = 0.05
+        cls, target: Target, factor: float = 0.9, max_reject_rate: float = 0.05
     ) -> SqueezeSchedule:
         """Tighten by ``factor`` each epoch whose reject rate is at most ``max_reject_rate``.
 
@@ -189,7 +247,8 @@ class SqueezeSchedule:
         An epoch with a higher reject rate makes the schedule wait.
 
         Args:
-            target: The tightest bound (the floor of a ceiling's descent).
+            target: The tightest bound (the floor of a ceiling's descent), or
+                `Relative` (a fraction of the discovered bound).
             factor: The multiplier per epoch, in ``(0, 1)``.
             max_reject_rate: The reject rate up to which it tightens, in ``[0, 1]``.
 
@@ -208,6 +267,16 @@ class SqueezeSchedule:
         return cls(
             "adaptive", target=target, factor=float(factor), max_reject_rate=float(max_reject_rate)
         )
+
+    @property
+    def relative(self) -> bool:
+        """Whether the target is a `Relative` fraction of the discovered bound."""
+        return isinstance(self.target, Relative)
+
+    def target_for(self, discovered: float) -> float:
+        """The target as a bound: itself, or its fraction of ``discovered``."""
+        target = self.target
+        return target.of(discovered) if isinstance(target, Relative) else target
 
     @property
     def first_epoch(self) -> int | None:
@@ -241,6 +310,7 @@ class SqueezeSchedule:
             propose yet.
         """
         kind = self.kind
+        target = self.target_for(start)
         if kind == "table":
             first = self.first_epoch if first_epoch is None else first_epoch
             assert first is not None
@@ -253,17 +323,17 @@ class SqueezeSchedule:
             assert self.max_reject_rate is not None
             if reject_rate > self.max_reject_rate:
                 return current
-            direction = -1.0 if self.target <= start else 1.0
+            direction = -1.0 if target <= start else 1.0
             return current + direction * (1.0 - self.factor) * abs(current)
         assert self.epochs is not None
         if step >= self.epochs:
-            return self.target
+            return target
         fraction = step / self.epochs
         if kind == "linear":
-            return start + (self.target - start) * fraction
+            return start + (target - start) * fraction
         if no_factor(self, start):  # no factor reaches the target: equal steps instead
-            return start + (self.target - start) * fraction
-        return float(start * (self.target / start) ** fraction)
+            return start + (target - start) * fraction
+        return float(start * (target / start) ** fraction)
 
 
 _KINDS = ("table", "geometric", "linear", "adaptive")
@@ -271,7 +341,8 @@ _KINDS = ("table", "geometric", "linear", "adaptive")
 
 def no_factor(schedule: SqueezeSchedule, start: float) -> bool:
     """Whether a geometric ``schedule`` cannot go from ``start`` by a factor (0, other sign)."""
-    return schedule.kind == "geometric" and (start == 0 or (start > 0) != (schedule.target > 0))
+    target = schedule.target_for(start)
+    return schedule.kind == "geometric" and (start == 0 or (start > 0) != (target > 0))
 
 
 def _check_epochs(epochs: Any, what: str = "SqueezeSchedule: epochs") -> int:

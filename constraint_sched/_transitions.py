@@ -69,6 +69,20 @@ class Config:
         low, high = self.valid_range
         return min(max(value, low), high)
 
+    def target(self, discovered: float | None) -> float | None:
+        """The squeeze's target as a valid bound (a `Relative` one resolved), or None.
+
+        None without a squeeze, and for a relative target before discovery.
+        """
+        squeeze = self.squeeze
+        if squeeze is None:
+            return None
+        if not squeeze.relative:
+            return squeeze.target_for(0.0)
+        if discovered is None:
+            return None
+        return self.nearest_valid(squeeze.target_for(discovered))
+
 
 @attrs.frozen
 class State:
@@ -304,7 +318,7 @@ def _discovered(
     """
     assert seen.statistic is not None
     found = cfg.nearest_valid(cfg.widen(seen.statistic))
-    target = cfg.squeeze.target if cfg.squeeze is not None else None
+    target = cfg.target(found)
     early = target is not None and cfg.at_or_past(found, target)
     applied = found
     if provisional:
@@ -354,21 +368,23 @@ def _squeeze(
         reject_rate=seen.stats.reject_rate,
         first_epoch=cfg.first_squeeze_epoch,
     )
+    target = cfg.target(st.discovered)
+    assert target is not None
     new = cfg.tighter(st.bound, proposed)
-    if cfg.at_or_past(new, schedule.target):
-        new = schedule.target
+    if cfg.at_or_past(new, target):
+        new = target
     if new == st.bound:
         return attrs.evolve(st, step=step, fresh_squeeze=False), events
     note = ""
     if step == 1 and no_factor(schedule, st.discovered):
         note = (
             f"the discovered {_bound_word(cfg)} {st.discovered:g} and the target "
-            f"{schedule.target:g} differ in sign (or the bound is 0), so no factor leads from one "
+            f"{target:g} differ in sign (or the bound is 0), so no factor leads from one "
             f"to the other: this geometric squeeze moves in {schedule.epochs} equal steps instead"
         )
     events.append(Squeezed(**base, old=st.bound, new=new, proposed=proposed, note=note))
     st = attrs.evolve(st, bound=new, step=step, before_squeeze=st.bound, fresh_squeeze=True)
-    if new == schedule.target:
+    if new == target:
         events.append(Converged(**base, old=new, new=new))
         st = attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False)
     return st, events
@@ -397,10 +413,12 @@ def check_reachable(cfg: Config, st: State, path: str) -> None:
             f"{cfg.side} bounds that leave every spec of {cfg.name!r} valid"
         )
     squeeze = cfg.squeeze
-    if st.phase is Phase.CONVERGED and squeeze is not None and st.bound != squeeze.target:
+    if st.phase is not Phase.DISCOVERY and st.discovered is None:
+        raise ValueError(f"{path}.discovered: a {st.phase.name} state has a discovered bound")
+    target = cfg.target(st.discovered)
+    if st.phase is Phase.CONVERGED and squeeze is not None and st.bound != target:
         raise ValueError(
-            f"{path}.bound: a CONVERGED bound is the squeeze's target {squeeze.target!r}, "
-            f"got {st.bound!r}"
+            f"{path}.bound: a CONVERGED bound is the squeeze's target {target!r}, got {st.bound!r}"
         )
     most = cfg.hold.epochs + 1  # a steps discovery holds the rest of its epoch too
     if st.phase is Phase.HOLD and not 1 <= st.hold_left <= most:
@@ -442,8 +460,10 @@ def upcoming(cfg: Config, st: State) -> float:
     proposed = schedule.propose(
         st.step + 1, start=st.discovered, current=st.bound, first_epoch=cfg.first_squeeze_epoch
     )
+    target = cfg.target(st.discovered)
+    assert target is not None
     new = cfg.tighter(st.bound, proposed)
-    return schedule.target if cfg.at_or_past(new, schedule.target) else new
+    return target if cfg.at_or_past(new, target) else new
 
 
 def _bound_word(cfg: Config) -> str:
