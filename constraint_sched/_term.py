@@ -10,15 +10,22 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from constraint_sched._chance import ChanceConstraint, ChanceMultiplier, glide
-from constraint_sched._events import EpochStats, Event
+from constraint_sched._chance import ChanceConstraint, ChanceMultiplier, check_main_level, glide
+from constraint_sched._events import Converged, EpochStats, Event
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
-from constraint_sched._scheduler import ConstraintScheduler
-from constraint_sched._schedules import SqueezeSchedule
+from constraint_sched._scheduler import ConstraintScheduler, logger
+from constraint_sched._schedules import Relative, SqueezeSchedule
 from constraint_sched._spec import Bound, ConstraintSpec
 
 Reduction = Literal["none", "mean"]
-Echo = bool | Callable[[str], None]
+"""How a term reads its value: ``"none"``, per-example values (their mean is
+taken); ``"mean"``, a number that is already the per-example mean."""
+Echo = bool | Callable[[str], None] | None
+"""Where a term prints its epoch lines: True for standard error, False or None
+for silence (events still go to the ``constraint_sched`` logger), or a function
+that takes a line."""
+
+_REQUIRED: Any = object()
 
 
 _UNKNOWN = 1e300
@@ -31,7 +38,7 @@ def _stderr(line: str) -> None:
 
 def build_scheduler(
     name: str,
-    target: float,
+    target: float | Relative,
     *,
     side: Bound,
     squeeze_epochs: int,
@@ -40,21 +47,44 @@ def build_scheduler(
     backoff: Backoff | None,
 ) -> ConstraintScheduler:
     """The scheduler a term moves its bound with: discovered, held, squeezed to ``target``."""
-    if isinstance(target, bool) or not isinstance(target, (int, float)):
-        raise TypeError(f"ConstraintTerm: target must be a number, got {target!r}")
-    if not (math.isfinite(target) and target > 0):
-        raise ValueError(f"ConstraintTerm: target must be positive and finite, got {target!r}")
+    if not isinstance(target, Relative):
+        if isinstance(target, bool) or not isinstance(target, (int, float)):
+            raise TypeError(
+                f"ConstraintTerm: target must be a number or a Relative, got {target!r}"
+            )
+        if not (math.isfinite(target) and target > 0):
+            raise ValueError(f"ConstraintTerm: target must be positive and finite, got {target!r}")
+        target = float(target)
     if side not in ("upper", "lower"):
         raise ValueError(f"ConstraintTerm: side must be 'upper' or 'lower', got {side!r}")
     if isinstance(squeeze_epochs, bool) or not isinstance(squeeze_epochs, int):
         raise TypeError(f"ConstraintTerm: squeeze_epochs must be an int, got {squeeze_epochs!r}")
+    if squeeze_epochs < 1:
+        raise ValueError(f"ConstraintTerm: squeeze_epochs must be >= 1, got {squeeze_epochs!r}")
     # The spec's own bound is never in force: the term reads the bound as unknown
     # until discovery ends.
     spec = ConstraintSpec(name, side, margin=_UNKNOWN)
-    squeeze = SqueezeSchedule.geometric(target=float(target), epochs=squeeze_epochs)
+    squeeze = SqueezeSchedule.geometric(target=target, epochs=squeeze_epochs)
     return ConstraintScheduler(
         spec, discovery=discovery, hold=hold, squeeze=squeeze, backoff=backoff, side=side
     )
+
+
+def _real_array(value: Any, owner: str, what: str) -> np.ndarray[Any, Any]:
+    """``value`` as a float64 array; a TypeError for anything that is not a real number."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # pragma: no cover - numpy accepts almost anything
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        kind = {"b": "bool", "c": "complex", "U": "str", "S": "bytes"}.get(
+            array.dtype.kind, type(value).__name__
+        )
+        raise TypeError(
+            f"{owner}: {what} must be a real number or an array of real numbers, got {kind} "
+            f"({value!r:.60})"
+        )
+    return array.astype(np.float64)
 
 
 def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
@@ -62,20 +92,14 @@ def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
 
     A 1-d array holds one value per example (its mean is taken); a number or
     a 0-d array is accepted only with ``reduction="mean"`` (the caller says it
-    is a mean already).
+    is a mean already). Bools, strings and complex numbers are refused.
     """
     x: Any
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         shape: tuple[int, ...] = ()
         x = value
     else:
-        try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{owner}: expected a number or an array of per-example values, got "
-                f"{type(value).__name__}"
-            ) from None
+        array = _real_array(value, owner, "the value")
         shape = array.shape
         if array.ndim == 1 and array.size > 0:
             return float(array.mean())
@@ -96,18 +120,83 @@ def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
     return float(x)
 
 
+def main_loss(main: Any, owner: str) -> float:
+    """The step's main loss as a float: a number, a 0-d array, or per-example losses (mean).
+
+    Raises:
+        TypeError: ``main`` was not passed, or is not a real number.
+        ValueError: An empty or multi-dimensional array.
+    """
+    if main is _REQUIRED:
+        raise TypeError(
+            f"{owner}: pass the step's main loss too, term(value, main=loss): the term sets "
+            "the value's weight relative to the main loss's size, which makes it work at any "
+            "loss scale (a per-pixel mean or a per-example sum alike)"
+        )
+    if isinstance(main, (int, float)) and not isinstance(main, bool):
+        return float(main)
+    array = _real_array(main, owner, "main")
+    if array.ndim > 1 or array.size == 0:
+        raise ValueError(
+            f"{owner}: main must be the step's loss, a number or per-example losses of shape "
+            f"(batch,), got shape {array.shape}"
+        )
+    return float(array.mean())
+
+
+def early_hint(name: str, discovered: float, target: float, last: float, side: Bound) -> str:
+    """The fix for a discovered bound already at or past the target, fitted to the numbers.
+
+    Args:
+        name: The value's name.
+        discovered: The bound discovery found.
+        target: The target.
+        last: The value at discovery's last step (near the bound found: still moving).
+        side: ``"upper"`` or ``"lower"``.
+
+    Returns:
+        One line that says what to change.
+    """
+    ceiling = side == "upper"
+    ratio = abs(discovered / target) if target else math.inf
+    if (ceiling and ratio < 0.01) or (not ceiling and ratio > 100):
+        return (
+            f"{name}: the value found ({discovered:.4g}) is orders of magnitude from the target "
+            f"({target:.4g}): check their units (the target is per example: a KL summed over "
+            "its dimensions, averaged over the batch)"
+        )
+    moving = abs(last - discovered) <= 0.1 * abs(discovered)
+    if moving:
+        return (
+            f"{name}: the value was still at its {'highest' if ceiling else 'lowest'} "
+            f"({last:.4g}) when discovery ended: if it keeps "
+            f"{'rising' if ceiling else 'falling'} (a learning-rate warm-up, a slow start), "
+            "discover over more epochs, discovery=DiscoveryPhase(epochs=3); or aim under what "
+            "is found, target=Relative(0.5)"
+        )
+    return (
+        f"{name}: nothing to squeeze at this target: give one "
+        f"{'under' if ceiling else 'over'} {discovered:.4g}, or one relative to what discovery "
+        f"finds, target=Relative({0.5 if ceiling else 2.0:g})"
+    )
+
+
 class ConstraintTerm:
     """A loss term that holds a value under a ceiling it discovers, holds and squeezes to a target.
 
-    ``loss = main + term(value)`` each step and ``term.epoch_end()`` each
-    epoch: that is the whole use. The ceiling is discovered from the value's
-    natural level in the first epoch (while the term weighs the value by
-    ``initial``, 1: the plain objective), held, then squeezed geometrically to
-    ``target`` over ``squeeze_epochs`` epochs; a `ChanceMultiplier` sets the
-    value's weight each step so that at most ``alpha`` (5%) of the steps see
-    the value over the ceiling in force, and moves the value towards the next
-    ceiling during each squeeze epoch. Nothing else needs a number: no
-    healthy point, no floor, no learning rate for the weight.
+    ``loss = main + term(value, main=main)`` each step and
+    ``term.epoch_end()`` each epoch: that is the whole use. The ceiling is
+    discovered from the value's natural level in the first epoch, while the
+    term weighs the value by 0 (the model trains on its main loss alone),
+    held, then squeezed geometrically to ``target`` over ``squeeze_epochs``
+    epochs; a `ChanceMultiplier` sets the value's weight each step so that
+    at most ``alpha`` (5%) of each epoch's steps see the value over the
+    ceiling in force, and moves the value towards the next ceiling during
+    each squeeze epoch. The weight is relative to the main loss's level, so
+    the main loss in any units (a per-pixel mean, a per-example sum, times
+    any constant) gives the same run. Nothing else needs a number: no
+    healthy point, no floor, no starting weight, no learning rate for the
+    weight.
 
     Values are per example: pass the per-example values, shape ``(batch,)``
     (their mean is taken), or build the term with ``reduction="mean"`` and
@@ -122,10 +211,12 @@ class ConstraintTerm:
 
     Args:
         name: The value's name, for messages ("kl").
-        target: The final ceiling (floor, with ``side="lower"``), per example.
+        target: The final ceiling (floor, with ``side="lower"``), per example:
+            a number, or `Relative` (``Relative(0.5)``: half of what discovery
+            finds).
         side: ``"upper"`` (a ceiling) or ``"lower"`` (a floor).
         squeeze_epochs: Epochs from the held ceiling to ``target``.
-        alpha: The largest share of steps over the ceiling in force.
+        alpha: The largest share of an epoch's steps over the ceiling in force.
         settings: The multiplier's settings; ``alpha`` overrides theirs.
         discovery: How the ceiling is discovered (default: the max of epoch
             1; ``DiscoveryPhase(statistic="quantile", quantile=0.95)`` for a
@@ -136,20 +227,23 @@ class ConstraintTerm:
             none; see `Backoff`).
         reduction: ``"none"`` (per-example values) or ``"mean"``.
         echo: Print each epoch's line and every event: True to standard
-            error, False for silence (the events still go to the
+            error, False or None for silence (the events still go to the
             ``constraint_sched`` logger), or a function taking a line.
 
     Examples:
         >>> import numpy as np
-        >>> term = ConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
+        >>> term = ConstraintTerm("kl", target=Relative(0.5), squeeze_epochs=2, echo=None)
         >>> rng = np.random.default_rng(0)
+        >>> level = 12.0
         >>> for epoch in range(6):
-        ...     for step in range(20):
-        ...         kl = rng.normal(12.0 / term.weight**0.7, 0.1, size=32)  # a toy model
-        ...         penalty = term(kl)  # add to the loss; its gradient is term.weight * d kl
+        ...     for step in range(40):
+        ...         natural = 12.0 / (1.0 + 20.0 * term.weight) ** 0.7  # a toy model
+        ...         level += (natural - level) / 5.0
+        ...         kl = rng.normal(level, 0.1, size=32)
+        ...         penalty = term(kl, main=3.0)  # add to the loss: d/dkl is term.weight
         ...     events = term.epoch_end()
-        >>> term.phase, term.bound
-        (<Phase.CONVERGED: 4>, 5.0)
+        >>> term.phase.name, term.bound == 0.5 * term.scheduler.discovered
+        ('CONVERGED', True)
     """
 
     _owner = "ConstraintTerm"
@@ -158,7 +252,7 @@ class ConstraintTerm:
         self,
         name: str = "kl",
         *,
-        target: float,
+        target: float | Relative,
         side: Bound = "upper",
         squeeze_epochs: int = 4,
         alpha: float | None = None,
@@ -175,8 +269,8 @@ class ConstraintTerm:
             raise ValueError(
                 f"{self._owner}: reduction must be 'none' or 'mean', got {reduction!r}"
             )
-        if not (isinstance(echo, bool) or callable(echo)):
-            raise TypeError(f"{self._owner}: echo must be a bool or a callable, got {echo!r}")
+        if not (echo is None or isinstance(echo, bool) or callable(echo)):
+            raise TypeError(f"{self._owner}: echo must be a bool, None or a callable, got {echo!r}")
         settings = ChanceConstraint() if settings is None else settings
         if not isinstance(settings, ChanceConstraint):
             raise TypeError(f"{self._owner}: settings must be a ChanceConstraint, got {settings!r}")
@@ -194,9 +288,9 @@ class ConstraintTerm:
         self._settings = settings
         self._name, self._side, self._reduction = name, side, reduction
         self._echo: Callable[[str], None] | None = (
-            (_stderr if echo else None) if isinstance(echo, bool) else echo
+            (_stderr if echo else None) if echo is None or isinstance(echo, bool) else echo
         )
-        self._target = float(target)
+        self._target: float | Relative = target if isinstance(target, Relative) else float(target)
         self._steps = 0
         self._last_steps = 0
         self._upcoming: tuple[tuple[int, float], float] = ((0, math.nan), math.nan)
@@ -214,14 +308,24 @@ class ConstraintTerm:
         return self._name
 
     @property
-    def target(self) -> float:
-        """The final bound."""
+    def target(self) -> float | Relative:
+        """The target as given: a number, or a `Relative` fraction of the discovered bound."""
         return self._target
+
+    @property
+    def target_bound(self) -> float | None:
+        """The target as a bound: None for a `Relative` target until discovery ends."""
+        return self._scheduler.target
 
     @property
     def scheduler(self) -> ConstraintScheduler:
         """The scheduler that moves the bound."""
         return self._scheduler
+
+    @property
+    def multiplier(self) -> ChanceMultiplier:
+        """The multiplier that sets the weight (its numbers as of the last sync, on a device)."""
+        return self._multiplier
 
     @property
     def settings(self) -> ChanceConstraint:
@@ -255,7 +359,7 @@ class ConstraintTerm:
 
     @property
     def weight(self) -> float:
-        """The weight the last call applied (before any call: the next call's)."""
+        """The weight the last call applied (before any call: the next call's); 0 in discovery."""
         return float(self._weight)
 
     @property
@@ -265,33 +369,45 @@ class ConstraintTerm:
 
     # -- the step ----------------------------------------------------------------
 
-    def __call__(self, value: Any) -> float:
-        """This step's penalty, ``weight * mean(value)``; records the value.
+    def __call__(self, value: Any, *, main: Any = _REQUIRED) -> float:
+        """This step's term, ``weight * mean(value)`` (``-weight * ...`` for a floor).
 
         Args:
             value: Per-example values, shape ``(batch,)``, or their mean with
                 ``reduction="mean"``.
+            main: The step's main loss (the rest of the loss the term is
+                added to): a number or a 0-d array, or per-example losses
+                (their mean is taken). Its level at the end of discovery sets
+                the weight's unit; it is not differentiated.
 
         Returns:
             The term to add to the loss (its derivative is ``weight`` times
-            the value's; read `weight`).
+            the value's, negated for a floor; read `weight`).
 
         Raises:
-            ValueError: A value of the wrong shape (see the class docs) or not finite.
-            TypeError: Not a number or an array.
+            ValueError: A value of the wrong shape (see the class docs), a
+                value or main loss that is not finite, or a main loss whose
+                level is not positive when the bound appears.
+            TypeError: Not a real number or array, or no ``main``.
         """
         x = per_example_mean(value, self._reduction, self._owner)
-        if not math.isfinite(x):
-            raise ValueError(
-                f"{self._owner} {self._name!r}: the value is not finite ({x!r}); the step's "
-                "loss should be skipped or the step rolled back"
-            )
+        m = main_loss(main, self._owner)
+        for what, number in (("the value", x), ("main", m)):
+            if not math.isfinite(number):
+                raise ValueError(
+                    f"{self._owner} {self._name!r}: {what} is not finite ({number!r}); the "
+                    "step's loss should be skipped or the step rolled back"
+                )
         self._weight = self._multiplier.weight
         aim = self._aim_bound()
+        bound = self._bound_in_force()
+        if math.isfinite(aim) and not self._multiplier.state.scaled:
+            level = self._multiplier.main_level if self._multiplier.state.seen else m
+            check_main_level(level, f"{self._owner} {self._name!r}")
         self._scheduler.observe(x)
-        self._multiplier.update(x, self._bound_in_force(), aim=aim)
+        self._multiplier.update(x, bound, main=m, aim=aim)
         self._steps += 1
-        return self._weight * x
+        return self._multiplier.sign * self._weight * x
 
     def _aim_bound(self) -> float:
         glide_steps = self._settings.glide * self._last_steps
@@ -307,7 +423,7 @@ class ConstraintTerm:
     # -- the epoch ---------------------------------------------------------------
 
     def epoch_end(self) -> list[Event]:
-        """End the epoch: correct the margin, move the bound, print the epoch's line.
+        """End the epoch: move the bound, reset the epoch's budget, print the epoch's line.
 
         Returns:
             The scheduler's events (also printed, with ``echo``).
@@ -316,12 +432,29 @@ class ConstraintTerm:
 
     def _finish(self, events: list[Event]) -> list[Event]:
         stats = self._scheduler.last_epoch
+        self._multiplier.end_epoch()
+        hints = [
+            early_hint(
+                self._name,
+                event.discovered,
+                event.new,
+                self._multiplier.state.last,
+                self._side,
+            )
+            for event in events
+            if isinstance(event, Converged) and event.early and event.discovered is not None
+        ]
         if self._echo is not None:
             if stats is not None:
                 self._echo(self._line(stats))
             for event in events:
                 prefix = "warning: " if event.level == "warning" else ""
                 self._echo(f"  {prefix}{event.message}")
+            for hint in hints:
+                self._echo(f"  fix: {hint}")
+        else:
+            for hint in hints:
+                logger.warning("fix: %s", hint)
         self._last_steps, self._steps = self._steps, 0
         return events
 
@@ -386,14 +519,19 @@ class ConstraintTerm:
         if (
             isinstance(weight, bool)
             or not isinstance(weight, (int, float))
-            or not 0 < weight < math.inf
+            or not 0 <= weight < math.inf
         ):
             raise ValueError(
-                f"{self._owner}.load_state_dict: state['weight'] must be a positive number, "
+                f"{self._owner}.load_state_dict: state['weight'] must be a number >= 0, "
                 f"got {weight!r}"
             )
         multiplier = ChanceMultiplier(self._settings, side=self._side)
         multiplier.load_state_dict(state["multiplier"])
+        if counts["steps"] != multiplier.epoch_steps:
+            raise ValueError(
+                f"{self._owner}.load_state_dict: state['steps'] is {counts['steps']}, but the "
+                f"multiplier saw {multiplier.epoch_steps} steps this epoch"
+            )
         return multiplier, counts["steps"], counts["last_steps"], float(weight)
 
     def __repr__(self) -> str:

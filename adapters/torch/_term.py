@@ -7,9 +7,15 @@ from typing import Any
 
 import torch
 
-from constraint_sched import ConstraintTerm, Event
-from constraint_sched._chance import ChanceState, Ops, chance_step, observe_noise
-from constraint_sched._term import per_example_mean
+from constraint_sched import ConstraintTerm, Event, Phase
+from constraint_sched._chance import (
+    ChanceState,
+    Ops,
+    chance_step,
+    check_main_level,
+    discovery_step,
+)
+from constraint_sched._term import _REQUIRED, main_loss, per_example_mean
 from constraint_sched.adapters.torch._scheduler import TorchScheduler
 
 
@@ -17,14 +23,27 @@ class _TorchOps:
     def exp(self, x: torch.Tensor) -> torch.Tensor:
         return torch.exp(x)
 
+    def log(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
     def sqrt(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sqrt(x)
 
-    def clip(self, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    def clip(self, x: torch.Tensor, low: Any, high: Any) -> torch.Tensor:
         return torch.clamp(x, low, high)
 
     def minimum(self, x: torch.Tensor, y: float) -> torch.Tensor:
         return torch.clamp(x, max=y)
+
+    def maximum(self, x: torch.Tensor, y: float) -> torch.Tensor:
+        return torch.clamp(x, min=y)
+
+    def where(self, condition: Any, x: Any, y: Any) -> torch.Tensor:
+        return torch.where(condition, x, y)
+
+    def ndtri(self, p: torch.Tensor) -> torch.Tensor:
+        quantile: torch.Tensor = torch.special.ndtri(p)
+        return quantile
 
 
 TORCH_OPS: Ops[torch.Tensor] = _TorchOps()
@@ -34,15 +53,16 @@ class TorchConstraintTerm(ConstraintTerm):
     """The core's `constraint_sched.ConstraintTerm` on tensors, with no host sync per step.
 
     The same discovery, hold, squeeze and `constraint_sched.ChanceMultiplier`
-    as the core's term, with the multiplier's state kept as 0-d tensors on the
-    value's device: a call reads nothing on the host, so a CUDA training step
-    does not wait for the GPU; `epoch_end` synchronises once (through
+    as the core's term, with the multiplier's numbers kept as 0-d tensors on
+    the value's device: a call reads nothing on the host, so a CUDA training
+    step does not wait for the GPU; `epoch_end` synchronises once (through
     `TorchScheduler.advance_epoch`). The returned term is ``weight * mean(kl)``
     with the weight detached, so its gradient is the weight times the value's.
 
     Takes what the core's term takes, and tensors: per-example values of
     shape ``(batch,)`` (e.g. ``kl.sum(dim=-1)`` of a per-dimension KL), or a
-    0-d batch mean with ``reduction="mean"``. Python and numpy numbers are
+    0-d batch mean with ``reduction="mean"``, and the step's main loss as
+    ``main=`` (a 0-d tensor, read detached). Python and numpy numbers are
     accepted too (as CPU tensors). Under ``torch.distributed``, each rank's
     bound is agreed at `epoch_end`; each rank's weight follows its own
     values, so pass the values averaged over ranks if the weights must agree
@@ -52,11 +72,12 @@ class TorchConstraintTerm(ConstraintTerm):
         >>> import torch
         >>> term = TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
         >>> mu = torch.zeros(32, 4, requires_grad=True)
+        >>> recon = (mu - 1.0).pow(2).mean()
         >>> kl = 0.5 * (mu + 3.0).pow(2).sum(dim=-1)  # per example: shape (32,)
-        >>> loss = term(kl)
+        >>> loss = recon + term(kl, main=recon)
         >>> loss.backward()
-        >>> term.weight, tuple(mu.grad.shape)
-        (1.0, (32, 4))
+        >>> term.weight, tuple(mu.grad.shape)  # discovery: the KL weighs nothing yet
+        (0.0, (32, 4))
     """
 
     _owner = "TorchConstraintTerm"
@@ -66,8 +87,6 @@ class TorchConstraintTerm(ConstraintTerm):
         self._torch = TorchScheduler(self._scheduler)
         self._tensors: ChanceState[torch.Tensor] | None = None
         self._weight_tensor: torch.Tensor | None = None
-        self._seen = 0
-        self._last_aim = math.inf
         self._device_math = False  # tests set it to run the device maths on the CPU
 
     @property
@@ -91,50 +110,91 @@ class TorchConstraintTerm(ConstraintTerm):
         """
         return self._weight_tensor
 
-    def __call__(self, value: Any) -> torch.Tensor:  # type: ignore[override]
-        """This step's term, ``weight * mean(value)`` as a tensor; records the value.
+    def __call__(self, value: Any, *, main: Any = _REQUIRED) -> torch.Tensor:  # type: ignore[override]
+        """This step's term, ``weight * mean(value)`` as a tensor (negated for a floor).
 
         On the CPU the multiplier runs on Python numbers (reading a CPU tensor
         costs nothing); on an accelerator it runs on 0-d tensors of the
-        value's device, reading nothing on the host. A non-finite value is
-        passed to the scheduler (which counts it) and leaves the weight as it
-        was.
+        value's device, reading nothing on the host. A non-finite value or
+        main loss is passed to the scheduler (which counts it) and leaves the
+        weight as it was.
 
         Args:
             value: Per-example values, shape ``(batch,)``, or their mean with
                 ``reduction="mean"``: a tensor (any device, with grad) or a number.
+            main: The step's main loss: a 0-d tensor (read detached) or a number,
+                or per-example losses (their mean is taken).
 
         Returns:
             The term to add to the loss, on the value's device.
 
         Raises:
             ValueError: A value of the wrong shape, or a complex or meta tensor.
+            TypeError: No ``main``, or one that is not a real number or tensor.
         """
         x = self._reduce(value)
+        m = self._main(main, x.device)
         detached = x.detach()
         aim = self._aim_bound()
+        bound = self._bound_in_force()
+        sign = self._multiplier.sign
         if x.device.type == "cpu" and not self._device_math:
             self._to_host()
+            v, mv = float(detached), float(m)
+            finite = math.isfinite(v) and math.isfinite(mv)
+            if finite and math.isfinite(aim) and not self._multiplier.state.scaled:
+                seen = self._multiplier.state.seen
+                level = self._multiplier.main_level if seen else mv
+                check_main_level(level, f"{self._owner} {self._name!r}")
             self._weight = self._multiplier.weight
             self._torch.observe(detached)
-            v = float(detached)
-            if math.isfinite(v):
-                self._multiplier.update(v, self.bound, aim=aim)
+            if finite:
+                self._multiplier.update(v, bound, main=mv, aim=aim)
+            else:
+                self._multiplier.plan(bound, aim)  # the step counts; the numbers stay
             self._steps += 1
-            return self._weight * x
+            return sign * self._weight * x
         st = self._state_for(x)
-        weight = torch.exp(st.log_weight).to(x.dtype)
+        weight = torch.where(st.scaled > 0, torch.exp(st.log_weight), 0.0).to(x.dtype)
         self._weight_tensor = weight
         self._torch.observe(detached)
-        self._tensors = self._step(st, detached.to(st.log_weight.dtype), aim)
+        plan = self._multiplier.plan(bound, aim)
+        dtype = st.log_weight.dtype
+        xt, mt = detached.to(dtype), m.to(dtype)
+        if plan.known:
+            new = chance_step(TORCH_OPS, st, xt, mt, plan, self._settings)
+        else:
+            new = discovery_step(TORCH_OPS, st, xt, mt, self._settings)
+        # A non-finite value or main loss leaves the numbers as they were (the scheduler counts it).
+        ok = torch.isfinite(xt) & torch.isfinite(mt)
+        self._tensors = ChanceState(*(torch.where(ok, a, b) for a, b in zip(new, st, strict=True)))
         self._steps += 1
-        return weight * x
+        return sign * weight * x
+
+    def _main(self, main: Any, device: torch.device) -> torch.Tensor:
+        """The step's main loss as a detached 0-d tensor on ``device``."""
+        if not isinstance(main, torch.Tensor):
+            return torch.as_tensor(main_loss(main, self._owner), dtype=torch.float64)
+        if main.is_complex() or not main.is_floating_point() or main.device.type == "meta":
+            raise TypeError(
+                f"{self._owner} {self._name!r}: main must be a real floating tensor with values, "
+                f"got dtype {main.dtype} on {main.device.type}"
+            )
+        if main.dim() > 1 or main.numel() == 0:
+            raise ValueError(
+                f"{self._owner} {self._name!r}: main must be the step's loss, a 0-d tensor or "
+                f"per-example losses of shape (batch,), got shape {tuple(main.shape)}"
+            )
+        loss: torch.Tensor = main.detach()
+        if loss.dim() == 1:
+            loss = loss.mean()
+        return loss.to(device)
 
     def _to_host(self) -> None:
-        """Move the multiplier's state from the device tensors to the core's multiplier."""
+        """Move the multiplier's numbers from the device tensors to the core's multiplier."""
         if self._tensors is not None:
             self._mirror()
-            self._weight = float(self._weight_tensor) if self._weight_tensor is not None else 1.0
+            self._weight = float(self._weight_tensor) if self._weight_tensor is not None else 0.0
             self._tensors, self._weight_tensor = None, None
 
     def _reduce(self, value: Any) -> torch.Tensor:
@@ -172,61 +232,41 @@ class TorchConstraintTerm(ConstraintTerm):
             self._tensors = moved
             return moved
         # From the core's multiplier (fresh, loaded, or run on the CPU so far).
-        m = self._multiplier.state_dict()
-        self._seen, self._last_aim = int(m["steps"]), m["last_bound"]
         fresh = ChanceState(
-            *(torch.tensor(m[k], dtype=dtype, device=x.device) for k in ChanceState._fields)
+            *(torch.tensor(v, dtype=dtype, device=x.device) for v in self._multiplier.state)
         )
         self._tensors = fresh
         return fresh
 
-    def _step(
-        self, st: ChanceState[torch.Tensor], x: torch.Tensor, aim: float
-    ) -> ChanceState[torch.Tensor]:
-        cfg = self._settings
-        if self._seen == 0:
-            st = st._replace(mean=x)
-        new = observe_noise(TORCH_OPS, st, x, cfg.noise_window)
-        self._seen += 1
-        if math.isfinite(aim):
-            moved = self._last_aim if math.isfinite(self._last_aim) else aim
-            sign = 1.0 if self._side == "upper" else -1.0
-            new = chance_step(
-                TORCH_OPS,
-                new,
-                x,
-                aim_bound=aim,
-                moved_from=moved,
-                z=cfg.z,
-                sign=sign,
-                cfg=cfg,
-            )
-        self._last_aim = aim
-        # A non-finite value leaves the state as it was (it is counted by the scheduler).
-        ok = torch.isfinite(x)
-        return ChanceState(*(torch.where(ok, a, b) for a, b in zip(new, st, strict=True)))
-
     def epoch_end(self) -> list[Event]:
-        """End the epoch: one host sync, the bound moves, the margin is corrected, a line printed.
+        """End the epoch: one host sync, the bound moves, the budget resets, a line printed.
 
         Returns:
             The scheduler's events (also printed, with ``echo``).
+
+        Raises:
+            ValueError: The main loss's level at the end of discovery is not
+                positive (the weight unit cannot be set).
         """
         events = self._torch.advance_epoch(log=self._echo is None)
         self._mirror()
-        return self._finish(events)
+        st = self._multiplier.state
+        if (
+            self._scheduler.phase is not Phase.DISCOVERY
+            and st.seen
+            and (st.scaled or math.isfinite(self.aim))
+        ):
+            check_main_level(st.main_level, f"{self._owner} {self._name!r}")
+        finished = self._finish(events)
+        if self._tensors is not None:
+            self._tensors = self._tensors._replace(overs=torch.zeros_like(self._tensors.overs))
+        return finished
 
     def _mirror(self) -> None:
-        """Copy the device state into the core's multiplier (a host sync)."""
+        """Copy the device numbers into the core's multiplier (a host sync)."""
         if self._tensors is None:
             return
-        self._multiplier.load_state_dict(
-            {
-                **{k: float(v) for k, v in self._tensors._asdict().items()},
-                "steps": self._seen,
-                "last_bound": self._last_aim,
-            }
-        )
+        self._multiplier.set_state(ChanceState(*(float(t) for t in self._tensors)))
 
     def state_dict(self) -> dict[str, Any]:
         """The term's state, as the core's but for the scheduler's part: plain numbers (a sync)."""
@@ -241,5 +281,5 @@ class TorchConstraintTerm(ConstraintTerm):
         self._torch.load_state_dict(state)
 
     def _loaded(self) -> None:
-        # The multiplier's state moves to the device of the next value.
+        # The multiplier's numbers move to the device of the next value.
         self._tensors, self._weight_tensor = None, None
