@@ -45,3 +45,12 @@ def test_main_command_runs_the_walkthrough(tmp_path: Path) -> None:
     for expected in ("discovered ceiling", "holding ceiling", "squeezed ceiling 13,000 -> 11,000",
                      "converged, ceiling 3,000", "Final: phase CONVERGED, ceiling 3,000.0"):  # fmt: skip
         assert expected in out
+
+
+@pytest.mark.parametrize("table", ["term_scale_summary.md", "term_scale_settle.md"])
+def test_the_readme_shows_the_scale_benchmark_tables_as_written(table: str) -> None:
+    """One source: the README's tables are the ones the benchmark last wrote (rerun, then copy)."""
+    path = ROOT / "benchmarks" / "results" / table
+    if not path.is_file():
+        pytest.skip(f"benchmarks/results/{table} is not in this tree")
+    assert path.read_text(encoding="utf-8").strip() in README.read_text(encoding="utf-8")
