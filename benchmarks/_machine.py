@@ -122,6 +122,24 @@ def add_quick_and_json(parser: argparse.ArgumentParser, quick: str, what: str = 
     parser.add_argument("--json", type=Path, metavar="PATH", help=f"also write the {what} here")
 
 
+def add_pool_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
+    """Add what a script of many training runs takes: ``--jobs``, ``--threads``, the reports.
+
+    ``--jobs J`` (runs at a time, one thread each), `add_threads_argument`,
+    `add_quick_and_json` and ``--md PATH``.
+
+    Args:
+        parser: The script's parser.
+        quick: ``--quick``'s help text.
+    """
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)"
+    )
+    add_threads_argument(parser)
+    add_quick_and_json(parser, quick, what="figures")
+    parser.add_argument("--md", type=Path, metavar="PATH", help="also write the markdown here")
+
+
 def set_threads(threads: int | None, parser: argparse.ArgumentParser) -> None:
     """Apply ``--threads``: torch's intra-op threads; None leaves torch's own choice.
 

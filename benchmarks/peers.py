@@ -1173,14 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs per run (default 120)")
     parser.add_argument("--targets", type=parse_targets, help="fractions (default 0.2,0.45,0.7)")
     parser.add_argument("--trials", type=int, help="tuning runs per arm and target (default 4)")
-    parser.add_argument(
-        "--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)"
-    )
-    _machine.add_threads_argument(parser)
-    _machine.add_quick_and_json(
-        parser, "one seed, 12 epochs, one target, 2 trials: a smoke test", what="figures"
-    )
-    parser.add_argument("--md", type=Path, metavar="PATH", help="also write the markdown here")
+    _machine.add_pool_arguments(parser, "one seed, 12 epochs, one target, 2 trials: a smoke test")
     args = parser.parse_args(argv)
     _machine.set_threads(args.threads, parser)
     cfg = QUICK if args.quick else Config()

@@ -974,14 +974,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     parser.add_argument("--seeds", type=int, help="seeds per case (default 3)")
     parser.add_argument("--cases", type=parse_cases, help="cases to run (default a,b,c)")
     parser.add_argument("--trials", type=int, help="fixed-weight trials per case (default 4)")
-    parser.add_argument(
-        "--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)"
+    _machine.add_pool_arguments(
+        parser, "one seed, 6 rounds / 5 conv epochs, 2 trials: a smoke test"
     )
-    _machine.add_threads_argument(parser)
-    _machine.add_quick_and_json(
-        parser, "one seed, 6 rounds / 5 conv epochs, 2 trials: a smoke test", what="figures"
-    )
-    parser.add_argument("--md", type=Path, metavar="PATH", help="also write the markdown here")
     args = parser.parse_args(argv)
     _machine.set_threads(args.threads, parser)
     cfg = QUICK if args.quick else Config()
