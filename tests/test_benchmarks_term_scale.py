@@ -70,7 +70,8 @@ def test_the_reports_hold_the_goals_and_the_tables_the_docs_include(
     settle = md.with_name("scale_settle.md").read_text(encoding="utf-8")
     summary = md.with_name("scale_summary.md").read_text(encoding="utf-8")
     assert settle.startswith("| case | T | alpha |")
-    assert "| (a) scale | 8 | 0.05 |" in settle and "| (a) scale | 8 | 0.5 |" in settle
+    assert "| (a) scale | 8 | 0.05 |" in settle
+    assert "| (a) scale | 8 | 0.5 |" in settle
     assert summary.startswith("| case | rise of the free KL")
     assert "(a) scale, 6 scalings" in summary
     assert "total" in out
@@ -86,7 +87,8 @@ def test_the_conv_case_cuts_patches_and_trains(monkeypatch: pytest.MonkeyPatch) 
     data = patches.load_patches()
     assert tuple(data.train.shape[1:]) == tuple(data.test.shape[1:]) == (3, 32, 32)
     assert len(data.train) > 20 * len(data.test) > 0
-    assert float(data.train.min()) >= -1.0 and float(data.train.max()) <= 1.0
+    assert float(data.train.min()) >= -1.0
+    assert float(data.train.max()) <= 1.0
     torch.manual_seed(0)
     model = patches.ConvVAE()
     recon, kl = model(data.train[:8])

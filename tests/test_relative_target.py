@@ -97,7 +97,8 @@ def test_a_relative_target_at_or_past_the_discovered_bound_converges_early() -> 
     sched.observe(10.0)
     events = sched.advance_epoch(log=False)
     converged = [e for e in events if isinstance(e, Converged)]
-    assert converged and converged[0].early
+    assert converged
+    assert converged[0].early
     assert sched.bound == 20.0
 
 
@@ -118,9 +119,9 @@ def test_state_dicts_keep_a_relative_target_and_refuse_another() -> None:
     b = kl_scheduler(Relative(0.25))
     b.load_state_dict(state)
     assert (b.bound, b.target, b.phase) == (a.bound, a.target, a.phase)
-    with pytest.raises(ValueError, match="squeeze.target"):
+    with pytest.raises(ValueError, match=r"squeeze\.target"):
         kl_scheduler(Relative(0.5)).load_state_dict(state)
-    with pytest.raises(ValueError, match="squeeze.target"):
+    with pytest.raises(ValueError, match=r"squeeze\.target"):
         kl_scheduler(60.0).load_state_dict(state)
 
 
