@@ -536,14 +536,33 @@ class ChanceMultiplier:
         if not math.isfinite(m):
             raise ValueError(f"ChanceMultiplier.update: main must be finite, got {main!r}")
         known = math.isfinite(bound) and (aim is None or math.isfinite(aim))
-        if known and not self._st.scaled:  # the bound appears: its unit must be measurable
-            check_main_level(m if self._st.seen == 0 else self._st.main_level, "ChanceMultiplier")
+        self.check_unit(known, m)
         plan = self.plan(bound, aim)
         if not plan.known:
             self._st = discovery_step(FLOAT_OPS, self._st, x, m, self._cfg)
             return self.weight
         self._st = chance_step(FLOAT_OPS, self._st, x, m, plan, self._cfg)
         return self.weight
+
+    def check_unit(self, known: bool, main: float, owner: str = "ChanceMultiplier") -> None:
+        """Raise if the weight unit is, or would be set by a step at a known bound, unmeasurable.
+
+        The unit is the main loss's level over the bound: a level that is not
+        positive (or this step's ``main``, where discovery saw no step) gives none.
+
+        Args:
+            known: Whether the step's bound is known (it sets the unit if unset).
+            main: The step's main loss.
+            owner: Who asks, for the message.
+
+        Raises:
+            ValueError: The level is not positive, with the fix.
+        """
+        st = self._st
+        if st.scaled:
+            check_main_level(st.main_level, owner)
+        elif known:
+            check_main_level(main if st.seen == 0 else st.main_level, owner)
 
     def end_epoch(self) -> None:
         """Close the epoch: its length is the next epoch's expected one; its budget resets."""

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from constraint_sched._chance import ChanceConstraint, ChanceMultiplier, check_main_level, glide
+from constraint_sched._chance import ChanceConstraint, ChanceMultiplier, glide
 from constraint_sched._events import Converged, EpochStats, Event
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
 from constraint_sched._scheduler import ConstraintScheduler, logger
@@ -401,9 +401,7 @@ class ConstraintTerm:
         self._weight = self._multiplier.weight
         aim = self._aim_bound()
         bound = self._bound_in_force()
-        if math.isfinite(aim) and not self._multiplier.state.scaled:
-            level = self._multiplier.main_level if self._multiplier.state.seen else m
-            check_main_level(level, f"{self._owner} {self._name!r}")
+        self._multiplier.check_unit(math.isfinite(aim), m, f"{self._owner} {self._name!r}")
         self._scheduler.observe(x)
         self._multiplier.update(x, bound, main=m, aim=aim)
         self._steps += 1

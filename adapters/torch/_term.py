@@ -12,7 +12,6 @@ from constraint_sched._chance import (
     ChanceState,
     Ops,
     chance_step,
-    check_main_level,
     discovery_step,
 )
 from constraint_sched._term import _REQUIRED, main_loss, per_example_mean
@@ -142,10 +141,8 @@ class TorchConstraintTerm(ConstraintTerm):
             self._to_host()
             v, mv = float(detached), float(m)
             finite = math.isfinite(v) and math.isfinite(mv)
-            if finite and math.isfinite(aim) and not self._multiplier.state.scaled:
-                seen = self._multiplier.state.seen
-                level = self._multiplier.main_level if seen else mv
-                check_main_level(level, f"{self._owner} {self._name!r}")
+            if finite:
+                self._multiplier.check_unit(math.isfinite(aim), mv, f"{self._owner} {self._name!r}")
             self._weight = self._multiplier.weight
             self._torch.observe(detached)
             if finite:
@@ -250,13 +247,11 @@ class TorchConstraintTerm(ConstraintTerm):
         """
         events = self._torch.advance_epoch(log=self._echo is None)
         self._mirror()
-        st = self._multiplier.state
-        if (
-            self._scheduler.phase is not Phase.DISCOVERY
-            and st.seen
-            and (st.scaled or math.isfinite(self.aim))
-        ):
-            check_main_level(st.main_level, f"{self._owner} {self._name!r}")
+        if self._scheduler.phase is not Phase.DISCOVERY and self._multiplier.state.seen:
+            # The device set (or is about to set) the unit unchecked: check it once, here.
+            self._multiplier.check_unit(
+                math.isfinite(self.aim), math.nan, f"{self._owner} {self._name!r}"
+            )
         finished = self._finish(events)
         if self._tensors is not None:
             self._tensors = self._tensors._replace(overs=torch.zeros_like(self._tensors.overs))
