@@ -29,6 +29,9 @@ from constraint_sched._phases import (
     HoldPhase,
     Phase,
 )
+from constraint_sched._readings import (
+    Readings,
+)
 from constraint_sched._scheduler import (
     ConstraintScheduler,
 )
@@ -71,6 +74,7 @@ __all__ = [
     "Held",
     "HoldPhase",
     "Phase",
+    "Readings",
     "Relative",
     "SchedulerCollection",
     "Settled",

@@ -1,13 +1,11 @@
-"""Accumulator: one epoch's books of every spec, kept on the host, framework-free.
+"""HostBooks: an epoch's books (`constraint_sched.functional.SCHEMA`) on Python floats.
 
-The one set of per-epoch statistics: for each spec slot the observations
-counted (``count``), the NaN/inf ones (``nonfinite``), the valid ones beyond
-the bound in force (``violations``), the sum of the valid ones (``total``),
-their ``maximum`` and ``minimum``, the rejected steps, and, while a median or
-quantile discovery needs them, a `Reservoir` sample per slot. The core
-scheduler feeds it (`add`, `merge`); the torch adapter uses it for the values
-it reads on the host and mirrors the same statistics on each device
-(``adapters/torch/_accumulate.py``), laid out by `pack`.
+The same statistics as the functional books, kept in one row of Python
+numbers per spec slot, which is the fastest way to take one value at a time
+on the host: the core scheduler feeds it (`HostBooks.add`, `HostBooks.merge`)
+and an adapter keeps the values it reads on the host in it. `pack`, `state`
+and `load` are the functional books' layout and state, derived from the
+schema, so host and device books combine and save alike.
 """
 
 from __future__ import annotations
@@ -19,15 +17,16 @@ from typing import Any, Literal
 from constraint_sched import _state
 from constraint_sched._reservoir import Reservoir
 from constraint_sched._tally import Tally
+from constraint_sched.functional._books import SCHEMA, from_state, to_state
 
 Keep = Literal["all", "max", "min", "counts"]
 
 
-class Accumulator:
+class HostBooks:
     """The statistics of an epoch's observations of ``n`` spec slots.
 
     Examples:
-        >>> books = Accumulator(1)
+        >>> books = HostBooks(1)
         >>> books.start([4.5], [-math.inf])
         >>> for x in [3.0, float("nan"), 5.0]:
         ...     books.add(0, x)
@@ -222,27 +221,28 @@ class Accumulator:
         """Whether nothing was counted since `start`."""
         return not any(row[0] for row in self._rows) and not self.rejects
 
+    def columns(self) -> dict[str, list[Any]]:
+        """Every `SCHEMA` statistic: a list per slot, one value for ``rejects``."""
+        return {
+            "count": self.count,
+            "nonfinite": self.nonfinite,
+            "violations": self.violations,
+            "total": self.total,
+            "rejects": [self.rejects],
+            "maximum": self.maximum,
+            "minimum": self.minimum,
+        }
+
     def pack(self) -> list[float]:
-        """The statistics as one vector: the four sum rows, the rejects, then max and -min rows."""
-        out: list[float] = [*self.count, *self.nonfinite, *self.violations, *self.total]
-        out.append(float(self.rejects))
-        out += self.maximum
-        out += [-m for m in self.minimum]
-        return [float(v) for v in out]
+        """The statistics as one vector, laid out as `constraint_sched.functional.pack` does."""
+        columns = self.columns()
+        return [float(v) for s in SCHEMA for v in columns[s.name]]
 
     def state(self) -> dict[str, Any]:
         """Everything counted since `start`, as plain data that `load` restores exactly."""
-        code = _state.encode_float
-        return {
-            "count": list(self.count),
-            "nonfinite": list(self.nonfinite),
-            "violations": list(self.violations),
-            "total": [code(v) for v in self.total],
-            "maximum": [code(v) for v in self.maximum],
-            "minimum": [code(v) for v in self.minimum],
-            "rejects": self.rejects,
-            "reservoirs": None if self.reservoirs is None else [r.state() for r in self.reservoirs],
-        }
+        books = {k: v if k != "rejects" else v[0] for k, v in self.columns().items()}
+        reservoirs = None if self.reservoirs is None else [r.state() for r in self.reservoirs]
+        return {**to_state(books), "reservoirs": reservoirs}
 
     def load(self, data: _state.Reader) -> None:
         """Restore what `state` wrote, after a `start` for the same epoch.
@@ -251,16 +251,7 @@ class Accumulator:
             ValueError: A field is missing or corrupt (named); nothing changes.
         """
         n = self.n
-        count, nonfinite = data.integers("count", n), data.integers("nonfinite", n)
-        violations, rejects = data.integers("violations", n), data.integer("rejects")
-        total, maximum = data.numbers("total", n), data.numbers("maximum", n)
-        minimum = data.numbers("minimum", n)
-        for i in range(n):
-            if not nonfinite[i] + violations[i] <= count[i]:
-                raise ValueError(
-                    f"{data.path}: slot {i} counts {count[i]} observations, {nonfinite[i]} "
-                    f"non-finite and {violations[i]} violations"
-                )
+        books = from_state(data.data, n, data.path)
         saved = data.data.get("reservoirs")
         if (saved is None) != (self.reservoirs is None):
             want = "a sample per spec" if self.reservoirs is not None else "none"
@@ -274,16 +265,22 @@ class Accumulator:
             for i, (fresh, item) in enumerate(zip(self.reservoirs, items, strict=True)):
                 reservoir = Reservoir(fresh.size, 0)
                 reservoir.load(_state.Reader(item, f"{data.path}.reservoirs[{i}]"))
+                low, high = books["minimum"][i], books["maximum"][i]
+                if not all(low <= v <= high for v in reservoir.values):
+                    raise ValueError(
+                        f"{data.path}.reservoirs[{i}].values: a sample outside the recorded "
+                        f"[minimum, maximum] = [{low!r}, {high!r}]"
+                    )
                 reservoirs.append(reservoir)
         for i in range(n):
             self.set(
                 i,
-                count=count[i],
-                nonfinite=nonfinite[i],
-                violations=violations[i],
-                total=total[i],
-                maximum=maximum[i],
-                minimum=minimum[i],
+                count=round(books["count"][i]),
+                nonfinite=round(books["nonfinite"][i]),
+                violations=round(books["violations"][i]),
+                total=books["total"][i],
+                maximum=books["maximum"][i],
+                minimum=books["minimum"][i],
             )
-        self.rejects = rejects
+        self.rejects = round(books["rejects"][0])
         self.reservoirs = reservoirs

@@ -1,12 +1,9 @@
 """A multiplier that keeps at most a share ``alpha`` of each epoch's steps beyond a moving bound.
 
-The maths is one pure function per phase, `discovery_step` while the bound is
-unknown and `chance_step` once it is known, written against a small namespace
-(`Ops`) so that the core runs them on Python floats and the PyTorch adapter on
-0-d tensors of the value's device, with no host synchronisation. The host-side
-bookkeeping (step counts, the previous aim) is a `StepPlan` that
-`ChanceMultiplier.plan` makes before each step. The docs' concepts page
-derives the maths.
+The maths is `constraint_sched.functional`'s (`discovery_step` while the
+bound is unknown, `chance_step` once it is known, over any namespace): this
+module holds the settings and the stateful multiplier that runs it on Python
+floats. The docs' concepts page derives the maths.
 
 Everything is relative, so that nothing has units: the value's error is a
 fraction of the bound, and the weight is a multiple of the *weight unit*
@@ -20,20 +17,38 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any
 
 import attrs
 
 from constraint_sched import _state
 from constraint_sched._spec import Bound
+from constraint_sched.functional._chance import (
+    MIN_SHARE,
+    SPREAD_CLIP,
+    ChanceState,
+    StepPlan,
+    chance_step,
+    discovery_step,
+    initial_state,
+)
+from constraint_sched.functional._chance import glide as _glide
+from constraint_sched.functional._namespace import host
 
-T = TypeVar("T")
-
-SPREAD_CLIP = 3.5
-"""A step moves the spread estimate by at most this many of its current spreads."""
-
-MIN_SHARE = 0.002
-"""The smallest per-step share the epoch's budget squeezes the aim to (a margin of 2.9 spreads)."""
+__all__ = [
+    "MIN_SHARE",
+    "SPREAD_CLIP",
+    "ChanceConstraint",
+    "ChanceMultiplier",
+    "ChanceState",
+    "StepPlan",
+    "chance_step",
+    "check_main_level",
+    "discovery_step",
+    "glide",
+    "initial_state",
+    "read_state",
+]
 
 _FORMAT = "constraint_sched.ChanceMultiplier"
 
@@ -165,225 +180,9 @@ class ChanceConstraint:
         return statistics.NormalDist().inv_cdf(1.0 - self.step_share)
 
 
-class Ops(Protocol[T]):
-    """The functions the maths needs: Python's on floats, torch's in the adapter."""
-
-    def exp(self, x: T) -> T:
-        """Elementwise ``e ** x``."""
-
-    def log(self, x: T) -> T:
-        """Elementwise natural logarithm."""
-
-    def sqrt(self, x: T) -> T:
-        """Elementwise square root."""
-
-    def clip(self, x: T, low: Any, high: Any) -> T:
-        """``x`` clipped to ``[low, high]`` (numbers or arrays like ``x``)."""
-
-    def minimum(self, x: T, y: float) -> T:
-        """The smaller of ``x`` and the number ``y``."""
-
-    def maximum(self, x: T, y: float) -> T:
-        """The larger of ``x`` and the number ``y``."""
-
-    def where(self, condition: Any, x: Any, y: Any) -> T:
-        """``x`` where ``condition`` holds, else ``y``."""
-
-    def ndtri(self, p: T) -> T:
-        """The standard normal quantile of ``p`` in ``(0, 1)``."""
-
-
-class ChanceState(NamedTuple, Generic[T]):
-    """The multiplier's numbers: floats (the core) or 0-d tensors (the adapter)."""
-
-    scaled: T
-    """1 once the bound has appeared and the weight unit is set, else 0."""
-    log_unit: T
-    """The log of the weight unit, ``log(main level / |first bound|)``."""
-    integral: T
-    """The controller's integral, in log weight units relative to ``first_weight``."""
-    log_weight: T
-    """The log of the weight for the next step."""
-    main_level: T
-    """The main loss's running level during discovery."""
-    last: T
-    """The previous value during discovery."""
-    jump: T
-    """Half the running mean of the squared step-to-step change during discovery."""
-    seen: T
-    """Finite steps seen during discovery."""
-    track: T
-    """The running mean of the value's position against the bound it tracks."""
-    noise: T
-    """The running variance of that position (relative to the bound)."""
-    overs: T
-    """Steps of this epoch beyond the bound in force."""
-
-
-def initial_state(zero: Any) -> ChanceState[Any]:
-    """The state before any step, every field ``zero`` (a float or a tensor)."""
-    return ChanceState(*([zero] * len(ChanceState._fields)))
-
-
-@attrs.frozen
-class StepPlan:
-    """What the host knows about one step: the bound, the aim, the epoch's counts."""
-
-    bound: float
-    """The bound in force (infinite while unknown)."""
-    aim_bound: float
-    """The bound the value is aimed under this step (the bound, or on its way to the next)."""
-    moved_from: float
-    """The previous step's ``aim_bound`` (for the feed-forward), or ``aim_bound``."""
-    epoch_steps: int
-    """Steps of this epoch so far, this one included."""
-    epoch_length: int
-    """The steps the epoch is expected to have (the last epoch's, or this one's so far)."""
-    sign: float
-    """+1 for a ceiling, -1 for a floor."""
-
-    @property
-    def known(self) -> bool:
-        """Whether the bound is known (the multiplier weighs the value)."""
-        return math.isfinite(self.bound) and math.isfinite(self.aim_bound)
-
-
-class _FloatOps:
-    def exp(self, x: Any) -> Any:
-        return math.exp(x)
-
-    def log(self, x: Any) -> Any:
-        return math.log(x)
-
-    def sqrt(self, x: Any) -> Any:
-        return math.sqrt(x)
-
-    def clip(self, x: Any, low: Any, high: Any) -> Any:
-        return min(max(x, low), high)
-
-    def minimum(self, x: Any, y: float) -> Any:
-        return min(x, y)
-
-    def maximum(self, x: Any, y: float) -> Any:
-        return max(x, y)
-
-    def where(self, condition: Any, x: Any, y: Any) -> Any:
-        return x if condition else y
-
-    def ndtri(self, p: Any) -> Any:
-        return statistics.NormalDist().inv_cdf(p)
-
-
-FLOAT_OPS: Ops[Any] = _FloatOps()
-"""`Ops` over Python floats (the core's; the adapter has torch's)."""
-
-
-def discovery_step(
-    ops: Ops[Any], st: ChanceState[Any], value: Any, main: Any, cfg: ChanceConstraint
-) -> ChanceState[Any]:
-    """One step while the bound is unknown: the weight stays 0; the levels are measured.
-
-    The main loss's level is an exponential average over ``scale_window``
-    steps (it sets the weight unit when the bound appears); the value's
-    step-to-step noise, half the mean squared change between steps over
-    ``noise_window`` steps, seeds the spread (it holds no trend).
-    """
-    first = st.seen == 0
-    lam, lam_main = 1.0 / cfg.noise_window, 1.0 / cfg.scale_window
-    diff = value - st.last
-    main_level = ops.where(first, main, st.main_level + lam_main * (main - st.main_level))
-    jump = ops.where(first, 0.0 * value, (1.0 - lam) * st.jump + lam * 0.5 * diff * diff)
-    return st._replace(main_level=main_level, jump=jump, last=value, seen=st.seen + 1.0)
-
-
-def chance_step(
-    ops: Ops[Any],
-    st: ChanceState[Any],
-    value: Any,
-    main: Any,
-    plan: StepPlan,
-    cfg: ChanceConstraint,
-) -> ChanceState[Any]:
-    """One step once the bound is known: the next state after seeing ``value``.
-
-    Args:
-        ops: The array functions.
-        st: The state before the step.
-        value: The step's value (per example, as the bound is).
-        main: The step's main loss (read only when the bound has just appeared
-            and no discovery step measured its level).
-        plan: The host's view of the step (`ChanceMultiplier.plan`).
-        cfg: The settings.
-
-    Returns:
-        The next state; its ``log_weight`` is the weight for the next step.
-    """
-    sign, aim_bound = plan.sign, plan.aim_bound
-    scale = abs(aim_bound) or 1.0
-    position = sign * (value - aim_bound) / scale  # > 0: beyond the bound it tracks
-    # The first step with a bound sets the unit and seeds the spread from discovery's noise.
-    fresh = st.scaled == 0
-    level = ops.where(st.seen == 0, main, st.main_level)
-    # (A level that is not positive is refused on the host; on a device it would give nan.)
-    log_unit = ops.where(fresh, ops.log(ops.maximum(level, 1e-30)) - math.log(scale), st.log_unit)
-    integral = ops.where(fresh, 0.0 * st.integral, st.integral)
-    track = ops.where(fresh, position, st.track)
-    # Discovery's average of squared changes started at 0: divide by the weight it gathered.
-    lam = 1.0 / cfg.noise_window
-    gathered = ops.maximum(1.0 - (1.0 - lam) ** ops.maximum(st.seen - 1.0, 0.0), 1e-12)
-    noise = ops.where(fresh, st.jump / gathered / (scale * scale), st.noise)
-    # The spread of the position around its running mean: the bound's planned moves are
-    # not in it, and a step moves it by at most SPREAD_CLIP spreads (a transient is not noise).
-    dev = position - track
-    limit = SPREAD_CLIP * ops.sqrt(noise)
-    dev = ops.where(noise > 0, ops.clip(dev, -limit, limit), dev)
-    track = track + lam * dev
-    noise = (1.0 - lam) * (noise + lam * dev * dev)
-    # The epoch's budget: steps beyond the bound in force ahead of the aimed share tighten it.
-    overs = st.overs + ops.where(sign * (value - plan.bound) > 0, 1.0, 0.0)
-    share = cfg.step_share
-    budget = cfg.alpha * max(plan.epoch_length, 1)
-    ahead = overs - share * plan.epoch_steps
-    allowed = share * ops.clip(1.0 - ahead / budget, min(MIN_SHARE / share, 1.0), 1.0)
-    margin = ops.minimum(ops.ndtri(1.0 - allowed) * ops.sqrt(noise), cfg.max_margin)
-    error = position + margin  # relative to the bound: > 0 beyond the aim
-    forward = 0.0
-    moved = plan.moved_from
-    if cfg.elasticity > 0 and moved != aim_bound and moved * aim_bound > 0:
-        forward = sign * math.log(moved / aim_bound) / cfg.elasticity
-    low = math.log(cfg.min_weight / cfg.first_weight)
-    high = math.log(cfg.max_weight / cfg.first_weight)
-    # Anti-windup: the integral itself stays within the weight's range.
-    integral = ops.clip(integral + cfg.integral_gain * error + forward, low, high)
-    push = cfg.proportional_gain * ops.maximum(error, 0.0)
-    log_weight = log_unit + math.log(cfg.first_weight) + ops.clip(integral + push, low, high)
-    return ChanceState(
-        scaled=0.0 * st.scaled + 1.0,
-        log_unit=log_unit,
-        integral=integral,
-        log_weight=log_weight,
-        main_level=ops.where(fresh, level, st.main_level),
-        last=st.last,
-        jump=st.jump,
-        seen=st.seen,
-        track=track,
-        noise=noise,
-        overs=overs,
-    )
-
-
 def glide(bound: float, upcoming: float, progress: float) -> float:
-    """The bound to aim under at ``progress`` (0 to 1) of an epoch whose next bound is ``upcoming``.
-
-    Geometric between bounds of one sign, linear otherwise; ``bound`` itself
-    when either is infinite.
-    """
-    if upcoming == bound or not (math.isfinite(bound) and math.isfinite(upcoming)):
-        return bound
-    f = min(max(progress, 0.0), 1.0)
-    if bound * upcoming > 0:
-        return float(bound * (upcoming / bound) ** f)
-    return bound + (upcoming - bound) * f
+    """`constraint_sched.functional.glide` on Python floats."""
+    return float(_glide(host, bound, upcoming, progress))
 
 
 class ChanceMultiplier:
@@ -486,6 +285,16 @@ class ChanceMultiplier:
         """Steps seen this epoch."""
         return self._epoch_steps
 
+    @property
+    def last_epoch_steps(self) -> int:
+        """Steps of the last epoch that had any: the expected length of this one."""
+        return self._last_epoch_steps
+
+    @property
+    def last_aim(self) -> float:
+        """The last finite aim (``inf`` before any)."""
+        return self._last_aim
+
     # -- the step ------------------------------------------------------------------
 
     def plan(self, bound: float, aim: float | None = None) -> StepPlan:
@@ -537,12 +346,23 @@ class ChanceMultiplier:
             raise ValueError(f"ChanceMultiplier.update: main must be finite, got {main!r}")
         known = math.isfinite(bound) and (aim is None or math.isfinite(aim))
         self.check_unit(known, m)
-        plan = self.plan(bound, aim)
-        if not plan.known:
-            self._st = discovery_step(FLOAT_OPS, self._st, x, m, self._cfg)
-            return self.weight
-        self._st = chance_step(FLOAT_OPS, self._st, x, m, plan, self._cfg)
+        self.apply(self.plan(bound, aim), x, m)
         return self.weight
+
+    def apply(self, plan: StepPlan, value: float, main: float) -> None:
+        """Run one planned step on Python floats (`update` is `plan` then this).
+
+        For a caller that plans each step itself (`plan`) and checks its inputs.
+
+        Args:
+            plan: The step's plan, from `plan`.
+            value: The step's value.
+            main: The step's main loss.
+        """
+        if plan.known:
+            self._st = chance_step(host, self._st, value, main, plan, self._cfg)
+        else:
+            self._st = discovery_step(host, self._st, value, main, self._cfg)
 
     def check_unit(self, known: bool, main: float, owner: str = "ChanceMultiplier") -> None:
         """Raise if the weight unit is, or would be set by a step at a known bound, unmeasurable.
@@ -571,9 +391,21 @@ class ChanceMultiplier:
         self._epoch_steps = 0
         self._st = self._st._replace(overs=0.0)
 
-    def set_state(self, numbers: ChanceState[float]) -> None:
-        """Replace the numbers (the adapter hands back what it ran on the device)."""
+    def set_state(
+        self, numbers: ChanceState[Any], *, steps: int = 0, last_aim: float | None = None
+    ) -> None:
+        """Replace the numbers with what an adapter ran elsewhere (a device, ``jax.jit``).
+
+        Args:
+            numbers: The state (numbers, or 0-d arrays read on the host).
+            steps: Steps run elsewhere since the last `plan` here, counted as planned.
+            last_aim: The last finite aim of those steps.
+        """
         self._st = ChanceState(*(float(v) for v in numbers))
+        self._steps += steps
+        self._epoch_steps += steps
+        if last_aim is not None and math.isfinite(last_aim):
+            self._last_aim = float(last_aim)
 
     # -- checkpoints -----------------------------------------------------------------
 

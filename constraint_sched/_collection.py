@@ -6,17 +6,18 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, SupportsFloat
 
 from constraint_sched import _state
-from constraint_sched._events import EpochStats, Event
+from constraint_sched._counts import check_count
+from constraint_sched._events import Event
 from constraint_sched._names import find
-from constraint_sched._phases import Phase
-from constraint_sched._scheduler import Callback, ConstraintScheduler, Count, check_count
+from constraint_sched._readings import Readings
+from constraint_sched._scheduler import Callback, ConstraintScheduler, Count
 from constraint_sched._spec import ConstraintSpec
 from constraint_sched._tally import Tally
 
 _FORMAT = "constraint_sched.SchedulerCollection"
 
 
-class SchedulerCollection:
+class SchedulerCollection(Readings):
     """Drive many `ConstraintScheduler` objects as one, routing values by spec name.
 
     A trainer with thirty scheduled goals makes one call per step,
@@ -99,77 +100,22 @@ class SchedulerCollection:
         return name in self._schedulers
 
     @property
-    def epoch(self) -> int:
-        """The current epoch (every scheduler advances together)."""
-        return next(iter(self._schedulers.values())).epoch if self._schedulers else 1
+    def schedulers(self) -> tuple[ConstraintScheduler, ...]:
+        """The schedulers, in order."""
+        return tuple(self._schedulers.values())
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every spec name, scheduler by scheduler."""
         return tuple(self._route)
 
-    @property
-    def phase(self) -> Phase:
-        """The phase of the collection's one scheduler.
-
-        Raises:
-            ValueError: The collection holds several schedulers (or none): use
-                `phase_of` with a spec name, or `phases`.
-        """
-        return self._only("phase", "phase_of").phase
-
-    @property
-    def phases(self) -> dict[str, Phase]:
-        """The phase of every spec (its scheduler's), by spec name."""
-        return {name: scheduler.phase for name, scheduler in self._route.items()}
-
-    def phase_of(self, name: str) -> Phase:
-        """The phase of the scheduler holding spec ``name``.
+    def scheduler_of(self, name: str) -> ConstraintScheduler:
+        """The scheduler holding spec ``name``.
 
         Raises:
             KeyError: No scheduler has that spec.
         """
-        return self._scheduler_of(name).phase
-
-    @property
-    def bound(self) -> float:
-        """The bound in force of the collection's one scheduler.
-
-        Raises:
-            ValueError: The collection holds several schedulers (or none): use
-                `bound_of` with a spec name.
-        """
-        return self._only("bound", "bound_of").bound
-
-    def bound_of(self, name: str) -> float:
-        """The bound in force for spec ``name``: its scheduler's `ConstraintScheduler.bound`.
-
-        Raises:
-            KeyError: No scheduler has that spec.
-        """
-        return self._scheduler_of(name).bound
-
-    @property
-    def last_epoch(self) -> EpochStats | None:
-        """What the last completed epoch saw, for the collection's one scheduler.
-
-        Raises:
-            ValueError: The collection holds several schedulers (or none): use
-                `last_epoch_of` with a spec name.
-        """
-        return self._only("last_epoch", "last_epoch_of").last_epoch
-
-    def last_epoch_of(self, name: str) -> EpochStats | None:
-        """`ConstraintScheduler.last_epoch` of the scheduler holding spec ``name``.
-
-        Raises:
-            KeyError: No scheduler has that spec.
-        """
-        return self._scheduler_of(name).last_epoch
-
-    def spec(self, name: str) -> ConstraintSpec:
-        """The spec called ``name`` with its scheduler's current bound applied."""
-        return self._scheduler_of(name).spec(name)
+        return find(self._route, name, "SchedulerCollection", "spec", sorted(self._route))
 
     @property
     def specs(self) -> dict[str, ConstraintSpec]:
@@ -190,7 +136,7 @@ class SchedulerCollection:
         route = self._route
         checked: dict[ConstraintScheduler, list[tuple[int, float]]] = {}
         for name, value in values.items():
-            scheduler = route.get(name) or self._scheduler_of(name)
+            scheduler = route.get(name) or self.scheduler_of(name)
             checked.setdefault(scheduler, []).append(scheduler._prepare(name, value))
         for scheduler, pairs in checked.items():
             scheduler._record_all(pairs)
@@ -206,7 +152,7 @@ class SchedulerCollection:
         Raises:
             KeyError: A name no scheduler has.
         """
-        self._scheduler_of(name).merge(name, tally, log=log)
+        self.scheduler_of(name).merge(name, tally, log=log)
 
     def reject(self, count: Count = 1) -> None:
         """Count ``count`` rejected steps in every scheduler.
@@ -286,19 +232,6 @@ class SchedulerCollection:
             for name, scheduler in self._schedulers.items():
                 scheduler.load_state_dict(backups[name])
             raise
-
-    def _only(self, what: str, instead: str) -> ConstraintScheduler:
-        """The one scheduler, for a property that reads one value; else a ValueError."""
-        if len(self._schedulers) == 1:
-            return next(iter(self._schedulers.values()))
-        raise ValueError(
-            f"SchedulerCollection.{what} needs exactly one scheduler, and this collection has "
-            f"{len(self._schedulers)} ({list(self._schedulers)}): use {instead}(name) with a "
-            f"spec name, one of {list(self._route)}"
-        )
-
-    def _scheduler_of(self, name: str) -> ConstraintScheduler:
-        return find(self._route, name, "SchedulerCollection", "spec", sorted(self._route))
 
     def __repr__(self) -> str:
         return f"SchedulerCollection({list(self._schedulers)}, epoch={self.epoch})"

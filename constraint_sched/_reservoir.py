@@ -1,78 +1,27 @@
-"""A bounded uniform sample of a stream (Li's Algorithm L) for medians and quantiles.
+"""The host's median/quantile sample: a list of values, chosen by `functional`'s sampler.
 
-The sample keeps every value until it holds ``size`` of them, so quantiles are
-exact up to that many observations; after that it is a uniform random sample
-of the whole stream, updated in O(1) amortised time (the random numbers are
-drawn only when a value enters the sample). The generator is a seeded
-splitmix64 whose state is one integer, so a sample saves to plain data and
-restores exactly.
+The decisions (which value enters, in which row) are the functional
+sampler's (`constraint_sched.functional.offer`); this class holds the values
+in a Python list and keeps the common case (a value that does not enter)
+to one comparison.
 """
 
 from __future__ import annotations
 
-import math
-import zlib
-
 from constraint_sched._state import Reader
+from constraint_sched.functional._sampler import (
+    _MASK,
+    Sampler,
+    combine,
+    merged,
+    offer,
+    quantile,
+    sampler,
+    seed_for,
+    skip,
+)
 
-_MASK = (1 << 64) - 1
-_NEVER = 1 << 62  # a stream index no stream reaches
-
-
-def _splitmix64(state: int) -> tuple[int, float]:
-    """The next state and a uniform float in (0, 1)."""
-    state = (state + 0x9E3779B97F4A7C15) & _MASK
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    z ^= z >> 31
-    return state, ((z >> 11) + 0.5) / 9007199254740992.0
-
-
-def combine(parts: list[tuple[list[float], int]], size: int, rng: int) -> tuple[list[float], int]:
-    """A sample of at most ``size`` values of the union of several populations.
-
-    Each part is ``(sample, population)``: a uniform sample, without
-    replacement, of a ``population`` of observations (all of them when the
-    lengths are equal). Each part gives the combined sample a share
-    proportional to its population (the remainders going to parts at random
-    in proportion to their fractions), picked at random from its values; the
-    combined sample is as large as every part can supply its share of.
-
-    Returns:
-        The sample and the generator's next state.
-    """
-    parts = [(list(sample), population) for sample, population in parts if population > 0]
-    total = sum(population for _, population in parts)
-    if not parts:
-        return [], rng
-    n = min(size, total)
-    for sample, population in parts:
-        n = min(n, len(sample) * total // population)
-    quotas = [n * population / total for _, population in parts]
-    take = [math.floor(q) for q in quotas]
-    fractions = [q - t for q, t in zip(quotas, take, strict=True)]
-    for _ in range(n - sum(take)):
-        rng, u = _splitmix64(rng)
-        pick, j = u * sum(fractions), 0
-        while j < len(parts) - 1 and (pick >= fractions[j] or fractions[j] == 0.0):
-            pick -= fractions[j]
-            j += 1
-        take[j] = min(take[j] + 1, len(parts[j][0]))
-        fractions[j] = 0.0
-    out: list[float] = []
-    for (pool, _), k in zip(parts, take, strict=True):
-        for i in range(k):  # a partial Fisher-Yates shuffle
-            rng, u = _splitmix64(rng)
-            j = i + int(u * (len(pool) - i))
-            pool[i], pool[j] = pool[j], pool[i]
-        out += pool[:k]
-    return out, rng
-
-
-def seed_for(name: str) -> int:
-    """A stable seed from a name (the same in every process, unlike ``hash``)."""
-    return zlib.crc32(name.encode())
+__all__ = ["Reservoir", "combine", "seed_for"]
 
 
 class Reservoir:
@@ -86,37 +35,36 @@ class Reservoir:
         (3.0, 3)
     """
 
-    __slots__ = ("_fill", "_next", "_rng", "_w", "count", "size", "values")
+    __slots__ = ("_fill", "_next", "_s", "count", "values")
 
     def __init__(self, size: int, seed: int) -> None:
-        self.size = size
+        self._s: Sampler = sampler(size, seed)  # its count is brought up to date at decisions
+        self._fill, self._next = self._s.fill, self._s.next  # read on every add
         self.count = 0
+        """The values offered so far."""
         self.values: list[float] = []
-        self._rng = seed & _MASK
-        self._w = 1.0
-        self._next = 0
-        self._fill = size  # values are appended while count <= this
 
-    def _uniform(self) -> float:
-        self._rng, u = _splitmix64(self._rng)
-        return u
+    @property
+    def size(self) -> int:
+        """The most values kept."""
+        return self._s.size
 
-    def _skip(self) -> None:
-        # The stream index of the next value to enter the sample.
-        if self._w == 0.0:  # after a merge: Vitter's Algorithm X, which needs only the count
-            k = len(self.values)
-            if k == 0:  # nothing to replace: nothing enters again
-                self._next = self.count + _NEVER
-                return
-            u, t = self._uniform(), self.count + 1
-            gap, quot = 0, (t - k) / t
-            while quot > u:
-                gap, t = gap + 1, t + 1
-                quot *= (t - k) / t
-        else:  # Algorithm L
-            self._w *= math.exp(math.log(self._uniform()) / self.size)
-            gap = math.floor(math.log(self._uniform()) / math.log1p(-self._w)) if self._w < 1 else 0
-        self._next = self.count + gap + 1
+    def add(self, x: float) -> None:
+        """Take one value (`constraint_sched.functional.offer`'s rule, inlined: the hot path)."""
+        self.count += 1
+        if self.count <= self._fill:  # every value so far is in the sample
+            self.values.append(x)
+            if self.count == self._fill:
+                size, _, _, rng, w, following, fill = self._s
+                self._decided(skip(Sampler(size, self.count, self.count, rng, w, following, fill)))
+        elif self.count == self._next:
+            size, _, _, rng, w, following, fill = self._s
+            row, s = offer(Sampler(size, self.count - 1, len(self.values), rng, w, following, fill))
+            self.values[row] = x
+            self._decided(s)
+
+    def _decided(self, s: Sampler) -> None:
+        self._s, self._fill, self._next = s, s.fill, s.next
 
     def merge(self, values: list[float], population: int) -> None:
         """Take ``values``, a uniform sample of ``population`` observations (all of them if equal).
@@ -130,61 +78,40 @@ class Reservoir:
             for x in values[:population]:
                 self.add(x)
             return
-        merged, self._rng = combine(
-            [(self.values, self.count), (values, population)], self.size, self._rng
-        )
-        self.values = merged
-        self.count += population
-        self._fill = 0  # the sample no longer holds every value: nothing is appended
-        self._w = 0.0
-        self._skip()
-
-    def add(self, x: float) -> None:
-        """Take one value."""
-        self.count += 1
-        if self.count <= self._fill:  # every value so far is in the sample
-            self.values.append(x)
-            if self.count == self.size:
-                self._skip()
-        elif self.count == self._next:
-            values = self.values
-            values[int(self._uniform() * len(values))] = x
-            self._skip()
+        s = self._s._replace(seen=self.count)
+        self.values, rng = combine([(self.values, s.seen), (values, population)], s.size, s.rng)
+        self._decided(merged(s._replace(rng=rng), len(self.values), population))
+        self.count = self._s.seen
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile of the sample (linear interpolation), or None when empty."""
-        if not self.values:
-            return None
-        ordered = sorted(self.values)
-        position = q * (len(ordered) - 1)
-        low = math.floor(position)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+        return quantile(self.values, q)
 
     def state(self) -> dict[str, object]:
-        """Plain data that `restore` reads back exactly."""
+        """Plain data that `load` reads back exactly."""
+        s = self._s
         return {
             "count": self.count,
             "values": list(self.values),
-            "rng": str(self._rng),
-            "w": self._w,
-            "next": self._next,
-            "fill": self._fill,
+            "rng": str(s.rng),
+            "w": s.w,
+            "next": s.next,
+            "fill": s.fill,
         }
 
     def load(self, data: Reader) -> None:
         """Restore what `state` wrote; ValueError naming the field if it is corrupt."""
+        size = self.size
         values = data.numbers("values")
         count, following, w = data.integer("count"), data.integer("next"), data.number("w")
         fill = data.integer("fill")
-        if fill not in (0, self.size):
-            raise ValueError(f"{data.path}.fill: expected 0 or {self.size}, got {fill}")
-        complete = len(values) == min(count, self.size)
-        if not (complete if fill else len(values) <= min(count, self.size)):
+        if fill not in (0, size):
+            raise ValueError(f"{data.path}.fill: expected 0 or {size}, got {fill}")
+        complete = len(values) == min(count, size)
+        if not (complete if fill else len(values) <= min(count, size)):
             raise ValueError(f"{data.path}: {count} observations but {len(values)} values")
         rng = data.data.get("rng")
         if not (isinstance(rng, str) and rng.isdigit() and int(rng) <= _MASK):
             raise ValueError(f"{data.path}.rng: expected a 64-bit integer string, got {rng!r}")
-        self.count, self.values, self._rng, self._w, self._next, self._fill = (
-            count, values, int(rng), w, following, fill
-        )  # fmt: skip
+        self._decided(Sampler(size, count, len(values), int(rng), w, following, fill))
+        self.values, self.count = values, count

@@ -13,10 +13,12 @@ import attrs
 import numpy as np
 
 from constraint_sched import _state
-from constraint_sched._accumulator import Accumulator, Keep
+from constraint_sched._accumulator import HostBooks, Keep
+from constraint_sched._counts import check_count
 from constraint_sched._events import EpochStats, Event
 from constraint_sched._names import find
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
+from constraint_sched._readings import Readings
 from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
 from constraint_sched._spec import (
@@ -57,7 +59,7 @@ _KEEP: dict[int, Keep] = {_NO_STAT: "counts", _MAX: "max", _MIN: "min", _QUANTIL
 """What the books keep in each mode: what the window reads."""
 
 
-class ConstraintScheduler:
+class ConstraintScheduler(Readings):
     """Discover a bound from observations, hold it, squeeze it to a target, back off if it hurts.
 
     One scheduler moves one bound (a ceiling with ``side="upper"``, a floor
@@ -194,10 +196,10 @@ class ConstraintScheduler:
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
         initial = aggregate(side, [_own_bound(s, side) for s in spec_list])
-        self._books = Accumulator(len(self._names))
+        self._books = HostBooks(len(self._names))
         """The epoch's statistics (the discovery window's extremes of earlier epochs: _window)."""
         self._add = self._books.add  # records a checked observation: the hot path's last call
-        """The books' `add`, refreshed with each epoch's (`Accumulator.start`)."""
+        """The books' `add`, refreshed with each epoch's (`HostBooks.start`)."""
         self._commit(State(bound=initial))
         self._reset_window()
         self._reset_epoch()
@@ -236,31 +238,29 @@ class ConstraintScheduler:
         """The phase of every spec, by name: the same for all, the scheduler's."""
         return dict.fromkeys(self._names, self._st.phase)
 
-    def phase_of(self, name: str) -> Phase:
-        """The phase of spec ``name``: the scheduler's, shared by its specs.
-
-        The same method as `SchedulerCollection.phase_of` and the torch
-        adapter's, so code written for one works for the others.
-
-        Raises:
-            KeyError: No spec has that name.
-        """
-        self._lookup(name)
-        return self._st.phase
-
     @property
     def bound(self) -> float:
         """The bound in force: the specs' own (loosest) bound during discovery."""
         return self._st.bound
 
-    def bound_of(self, name: str) -> float:
-        """The bound in force for spec ``name``: the scheduler's, shared by its specs.
+    @property
+    def reader(self) -> str:
+        """The name the scheduler goes by in messages."""
+        return f"ConstraintScheduler {self.name!r}"
+
+    @property
+    def schedulers(self) -> tuple[ConstraintScheduler, ...]:
+        """This scheduler alone (as a `Readings`)."""
+        return (self,)
+
+    def scheduler_of(self, name: str) -> ConstraintScheduler:
+        """This scheduler, if it has spec ``name``.
 
         Raises:
             KeyError: No spec has that name.
         """
         self._lookup(name)
-        return self._st.bound
+        return self
 
     @property
     def upcoming_bound(self) -> float:
@@ -324,15 +324,6 @@ class ConstraintScheduler:
     @property
     def last_epoch(self) -> EpochStats | None:
         """What the last completed epoch saw, or None before the first `advance_epoch`."""
-        return self._last
-
-    def last_epoch_of(self, name: str) -> EpochStats | None:
-        """`last_epoch` of the scheduler holding spec ``name``: this one's.
-
-        Raises:
-            KeyError: No spec has that name.
-        """
-        self._lookup(name)
         return self._last
 
     @property
@@ -828,32 +819,6 @@ class ConstraintScheduler:
             f"ConstraintScheduler({self.name!r}, epoch={self.epoch}, phase={self.phase.name}, "
             f"bound={self.bound!r})"
         )
-
-
-def check_count(count: object, where: str) -> int:
-    """``count`` as an int >= 0: from an int, a bool or a numpy bool or integer scalar.
-
-    Raises:
-        TypeError: ``count`` is of another type; the message names ``where`` and the type.
-        ValueError: ``count`` is negative.
-    """
-    if type(count) is int:  # the common case first
-        value = count
-    elif isinstance(count, (int, np.bool_, np.integer)) or (  # bool is an int
-        isinstance(count, np.ndarray) and count.shape == () and count.dtype.kind in "biu"
-    ):
-        value = int(count)
-    else:
-        kind = type(count).__name__
-        if isinstance(count, np.ndarray):
-            kind = f"numpy array of dtype {count.dtype} and shape {count.shape}"
-        raise TypeError(
-            f"{where}: count must be an int >= 0, a bool, or a numpy bool or integer scalar, "
-            f"got {kind} {count!r}"
-        )
-    if value < 0:
-        raise ValueError(f"{where}: count must be an int >= 0, got {count!r}")
-    return value
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:

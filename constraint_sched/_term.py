@@ -5,27 +5,24 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
-import numpy as np
 
 from constraint_sched._chance import ChanceConstraint, ChanceMultiplier, glide
 from constraint_sched._events import Converged, EpochStats, Event
+from constraint_sched._inputs import REQUIRED as _REQUIRED
+from constraint_sched._inputs import Reduction, main_loss, per_example_mean
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
 from constraint_sched._scheduler import ConstraintScheduler, logger
 from constraint_sched._schedules import Relative, SqueezeSchedule
 from constraint_sched._spec import Bound, ConstraintSpec
+from constraint_sched.functional._chance import ChanceState, Clock, StepPlan
 
-Reduction = Literal["none", "mean"]
-"""How a term reads its value: ``"none"``, per-example values (their mean is
-taken); ``"mean"``, a number that is already the per-example mean."""
 Echo = bool | Callable[[str], None] | None
 """Where a term prints its epoch lines: True for standard error, False or None
 for silence (events still go to the ``constraint_sched`` logger), or a function
 that takes a line."""
-
-_REQUIRED: Any = object()
 
 
 _UNKNOWN = 1e300
@@ -68,80 +65,6 @@ def build_scheduler(
     return ConstraintScheduler(
         spec, discovery=discovery, hold=hold, squeeze=squeeze, backoff=backoff, side=side
     )
-
-
-def _real_array(value: Any, owner: str, what: str) -> np.ndarray[Any, Any]:
-    """``value`` as a float64 array; a TypeError for anything that is not a real number."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):  # pragma: no cover - numpy accepts almost anything
-        array = np.asarray(None)
-    if array.dtype.kind not in "iuf":
-        kind = {"b": "bool", "c": "complex", "U": "str", "S": "bytes"}.get(
-            array.dtype.kind, type(value).__name__
-        )
-        raise TypeError(
-            f"{owner}: {what} must be a real number or an array of real numbers, got {kind} "
-            f"({value!r:.60})"
-        )
-    return array.astype(np.float64)
-
-
-def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
-    """The value of one step as the mean per example, checked against its declared form.
-
-    A 1-d array holds one value per example (its mean is taken); a number or
-    a 0-d array is accepted only with ``reduction="mean"`` (the caller says it
-    is a mean already). Bools, strings and complex numbers are refused.
-    """
-    x: Any
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        shape: tuple[int, ...] = ()
-        x = value
-    else:
-        array = _real_array(value, owner, "the value")
-        shape = array.shape
-        if array.ndim == 1 and array.size > 0:
-            return float(array.mean())
-        if array.ndim > 1 or array.size == 0:
-            raise ValueError(
-                f"{owner}: expected one value per example, shape (batch,), got shape {shape}; "
-                "sum a per-dimension KL over its dimensions first (kl.sum(dim=-1))"
-            )
-        x = array
-    if reduction != "mean":
-        raise ValueError(
-            f"{owner}: got a single number (shape {shape}) where per-example values, shape "
-            "(batch,), are expected. Pass the per-example values (e.g. kl.sum(dim=-1) before "
-            "any reduction over the batch); if the number is already the batch mean per "
-            "example, build the term with reduction='mean'. A value summed over the batch "
-            "must be divided by the batch size first: the target is per example."
-        )
-    return float(x)
-
-
-def main_loss(main: Any, owner: str) -> float:
-    """The step's main loss as a float: a number, a 0-d array, or per-example losses (mean).
-
-    Raises:
-        TypeError: ``main`` was not passed, or is not a real number.
-        ValueError: An empty or multi-dimensional array.
-    """
-    if main is _REQUIRED:
-        raise TypeError(
-            f"{owner}: pass the step's main loss too, term(value, main=loss): the term sets "
-            "the value's weight relative to the main loss's size, which makes it work at any "
-            "loss scale (a per-pixel mean or a per-example sum alike)"
-        )
-    if isinstance(main, (int, float)) and not isinstance(main, bool):
-        return float(main)
-    array = _real_array(main, owner, "main")
-    if array.ndim > 1 or array.size == 0:
-        raise ValueError(
-            f"{owner}: main must be the step's loss, a number or per-example losses of shape "
-            f"(batch,), got shape {array.shape}"
-        )
-    return float(array.mean())
 
 
 def early_hint(name: str, discovered: float, target: float, last: float, side: Bound) -> str:
@@ -318,6 +241,11 @@ class ConstraintTerm:
         return self._scheduler.target
 
     @property
+    def reduction(self) -> Reduction:
+        """How the term reads its value: ``"none"`` (per example) or ``"mean"``."""
+        return self._reduction
+
+    @property
     def scheduler(self) -> ConstraintScheduler:
         """The scheduler that moves the bound."""
         return self._scheduler
@@ -400,12 +328,42 @@ class ConstraintTerm:
                 )
         self._weight = self._multiplier.weight
         aim = self._aim_bound()
-        bound = self._bound_in_force()
         self._multiplier.check_unit(math.isfinite(aim), m, f"{self._owner} {self._name!r}")
         self._scheduler.observe(x)
-        self._multiplier.update(x, bound, main=m, aim=aim)
-        self._steps += 1
+        self._multiplier.apply(self._plan(aim), x, m)
         return self._multiplier.sign * self._weight * x
+
+    def plan(self) -> StepPlan:
+        """Count one step and return its plan: the bound in force, the aim, the epoch's counts.
+
+        For an adapter that runs the multiplier's step itself, on its own
+        arrays (`constraint_sched.functional.multiplier_step`); `__call__` is
+        this plus the host step.
+        """
+        return self._plan(self._aim_bound())
+
+    def _plan(self, aim: float) -> StepPlan:
+        plan = self._multiplier.plan(self._bound_in_force(), aim)
+        self._steps += 1
+        return plan
+
+    @property
+    def clock(self) -> Clock:
+        """The counts and last aim that `constraint_sched.functional.plan_step` starts from."""
+        m = self._multiplier
+        return Clock(self._steps, self._last_steps, m.last_epoch_steps, m.last_aim)
+
+    def absorb(self, numbers: ChanceState[Any], *, steps: int, last_aim: float) -> None:
+        """Take the multiplier's numbers after ``steps`` steps an adapter ran (``jax.jit``).
+
+        Args:
+            numbers: The multiplier's state after them (read on the host).
+            steps: How many steps were run since the last call here.
+            last_aim: Their last finite aim.
+        """
+        self._multiplier.set_state(numbers, steps=steps, last_aim=last_aim)
+        self._steps += steps
+        self._weight = self._multiplier.weight
 
     def _aim_bound(self) -> float:
         glide_steps = self._settings.glide * self._last_steps
@@ -420,13 +378,19 @@ class ConstraintTerm:
 
     # -- the epoch ---------------------------------------------------------------
 
-    def epoch_end(self) -> list[Event]:
+    def epoch_end(self, *, advance: Callable[..., list[Event]] | None = None) -> list[Event]:
         """End the epoch: move the bound, reset the epoch's budget, print the epoch's line.
+
+        Args:
+            advance: What ends the scheduler's epoch, called with ``log=``: an
+                adapter's (it merges its device books first); the scheduler's
+                own ``advance_epoch`` by default.
 
         Returns:
             The scheduler's events (also printed, with ``echo``).
         """
-        return self._finish(self._scheduler.advance_epoch(log=self._echo is None))
+        advance = self._scheduler.advance_epoch if advance is None else advance
+        return self._finish(advance(log=self._echo is None))
 
     def _finish(self, events: list[Event]) -> list[Event]:
         stats = self._scheduler.last_epoch

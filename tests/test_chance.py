@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from constraint_sched import ChanceConstraint, ChanceMultiplier
-from constraint_sched._chance import (
-    FLOAT_OPS,
+from constraint_sched._chance import glide
+from constraint_sched.functional import (
     StepPlan,
     chance_step,
-    glide,
     initial_state,
 )
+from constraint_sched.functional import host as FLOAT_OPS
 
 
 def closed_loop(

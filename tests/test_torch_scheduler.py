@@ -794,13 +794,15 @@ def corrupt(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         ),
         pytest.param(corrupt("epoch.devices", "x"), "epoch.devices", id="device-list"),
         pytest.param(
-            corrupt("epoch.devices.0.stats", [[0.0]]), r"devices\[0\].stats", id="device-stats"
+            corrupt("epoch.devices.0.books", [[0.0]]), r"devices\[0\].books", id="device-books"
         ),
         pytest.param(
-            corrupt("epoch.devices.0.samples", []), r"devices\[0\].samples", id="device-samples"
+            corrupt("epoch.devices.0.rows", []), r"devices\[0\].rows", id="device-samples"
         ),
         pytest.param(
-            corrupt("epoch.devices.0.rng.internal", [1, 2]), r"devices\[0\].rng", id="device-rng"
+            corrupt("epoch.devices.0.sampler.rng", "x"),
+            r"devices\[0\].sampler.rng",
+            id="device-rng",
         ),
         pytest.param(
             corrupt("epoch.devices.0.device", "nowhere"), r"devices\[0\].device", id="device"

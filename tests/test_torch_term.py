@@ -16,11 +16,9 @@ from constraint_sched.adapters.torch import TorchConstraintTerm  # noqa: E402
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def device_maths(term: TorchConstraintTerm) -> TorchConstraintTerm:
-    """Run the accelerator's path (0-d tensor state, device tallies) on the CPU."""
-    term._device_math = True
-    term.torch_scheduler._accumulate = "device"
-    return term
+def device_maths(**options: object) -> TorchConstraintTerm:
+    """A term that runs the accelerator's path (0-d tensor state, device books) on the CPU."""
+    return TorchConstraintTerm("kl", target=5.0, echo=False, accumulate="device", **options)
 
 
 def toy(term: TorchConstraintTerm, epochs: int, *, device: str = "cpu", steps: int = 30) -> list:
@@ -57,7 +55,7 @@ def test_the_term_is_differentiable_with_the_weight_detached() -> None:
 def test_the_cpu_path_and_the_device_maths_agree() -> None:
     """The device maths (0-d tensors, no host reads) is the core's maths on floats."""
     host = TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
-    device = device_maths(TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False))
+    device = device_maths(squeeze_epochs=2)
     a, b = toy(host, 6), toy(device, 6)
     assert a == pytest.approx(b, rel=1e-6)  # the device path's weight is in the value's float32
     assert host.phase is device.phase is Phase.CONVERGED
@@ -79,7 +77,7 @@ def test_the_torch_term_matches_the_core_term_on_the_same_values() -> None:
 
 
 def test_the_device_path_reads_nothing_on_the_host_between_epochs() -> None:
-    term = device_maths(TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False))
+    term = device_maths(squeeze_epochs=2)
     toy(term, 2)
     kl, main = torch.full((16,), 9.0), torch.tensor(3.0)
     with host_reads_forbidden():
@@ -89,7 +87,7 @@ def test_the_device_path_reads_nothing_on_the_host_between_epochs() -> None:
 
 
 def test_the_device_path_discovers_and_sets_the_unit_without_host_reads() -> None:
-    term = device_maths(TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False))
+    term = device_maths(squeeze_epochs=2)
     main = torch.tensor(4.0)
     with host_reads_forbidden():
         for _ in range(10):
@@ -102,7 +100,7 @@ def test_the_device_path_discovers_and_sets_the_unit_without_host_reads() -> Non
 
 
 def test_a_main_loss_that_is_not_positive_is_refused_at_the_epoch_end_on_the_device() -> None:
-    term = device_maths(TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False))
+    term = device_maths(squeeze_epochs=2)
     for _ in range(5):
         term(torch.full((8,), 10.0), main=torch.tensor(-1.0))
     with pytest.raises(ValueError, match="pass a main loss that is positive"):
@@ -129,9 +127,13 @@ def test_a_bad_main_loss_is_refused(main: object, error: type, words: str) -> No
 
 def test_a_non_finite_value_leaves_the_weight_and_is_counted() -> None:
     for device_math in (False, True):
-        term = TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
-        if device_math:
-            device_maths(term)
+        term = TorchConstraintTerm(
+            "kl",
+            target=5.0,
+            squeeze_epochs=2,
+            echo=False,
+            accumulate="device" if device_math else "auto",
+        )
         toy(term, 3)
         main = torch.tensor(3.0)
         term(torch.full((4,), 9.0), main=main)
@@ -180,8 +182,9 @@ def test_state_dict_resumes_exactly_on_both_paths() -> None:
     for device_math in (False, True):
 
         def fresh(device_math: bool = device_math) -> TorchConstraintTerm:
-            t = TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
-            return device_maths(t) if device_math else t
+            if device_math:
+                return device_maths(squeeze_epochs=2)
+            return TorchConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
 
         a = fresh()
         toy(a, 3)

@@ -25,7 +25,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.hooks import RemovableHandle
 
-from constraint_sched.adapters.torch import _distributed as _shared
+
+def _active() -> bool:
+    """Whether a process group of more than one rank is initialised."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
 
 T = TypeVar("T")
 
@@ -59,7 +63,7 @@ def world_size() -> int:
         >>> world_size()  # no process group here
         1
     """
-    return dist.get_world_size() if _shared.active() else 1
+    return dist.get_world_size() if _active() else 1
 
 
 def rank() -> int:
@@ -69,7 +73,7 @@ def rank() -> int:
         >>> rank()
         0
     """
-    return _shared.rank()
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def backend_for(device: torch.device) -> str:
@@ -94,7 +98,7 @@ def rank_device(device: torch.device) -> torch.device:
         >>> rank_device(torch.device("cpu"))
         device(type='cpu')
     """
-    if device == torch.device("cuda") and _shared.active():  # no index: the current one
+    if device == torch.device("cuda") and _active():  # no index: the current one
         return torch.device("cuda", torch.cuda.current_device())
     return device
 
@@ -240,7 +244,7 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     Examples:
         >>> broadcast_module(torch.nn.Linear(2, 1))  # no process group: nothing to do
     """
-    if not _shared.active():
+    if not _active():
         return
     with torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
@@ -273,7 +277,7 @@ def average_gradients(optimizer: torch.optim.Optimizer) -> RemovableHandle | Non
         >>> average_gradients(torch.optim.SGD(model.parameters(), lr=0.1)) is None
         True
     """
-    if not _shared.active():
+    if not _active():
         return None
 
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -292,7 +296,7 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
         >>> all_reduce_mean([t]); t  # alone: unchanged
         tensor([1., 1., 1.])
     """
-    if not _shared.active() or not tensors:
+    if not _active() or not tensors:
         return
     world = dist.get_world_size()
     buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
@@ -313,7 +317,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         >>> all_reduce_sum(torch.tensor([1.0, 2.0]))
         tensor([1., 2.])
     """
-    if _shared.active():
+    if _active():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -328,7 +332,7 @@ def agree_any(flag: torch.Tensor) -> torch.Tensor:
         >>> agree_any(torch.tensor(True))  # alone: unchanged
         tensor(True)
     """
-    if _shared.active():
+    if _active():
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return flag
 
@@ -361,9 +365,10 @@ def check_replicas(modules: Sequence[torch.nn.Module], extra: Any = None) -> str
         16
     """
     mine = replica_digest(modules, extra)
-    if not _shared.active():
+    if not _active():
         return mine
-    every = _shared.gather(mine, None)
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
     differ = [r for r, theirs in enumerate(every) if theirs != every[0]]
     if differ:
         raise RuntimeError(

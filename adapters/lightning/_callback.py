@@ -11,15 +11,16 @@ import torch
 
 from constraint_sched import (
     ConstraintScheduler,
-    ConstraintSpec,
     Event,
     Phase,
+    Readings,
     SchedulerCollection,
 )
 from constraint_sched.adapters.torch import TorchScheduler
+from constraint_sched.adapters.torch._bound import bound_reading
 
 
-class ConstraintCallback(pl.Callback):
+class ConstraintCallback(pl.Callback, Readings):
     """Schedule constraint bounds from the values a LightningModule logs in ``training_step``.
 
     At the end of every training batch the callback reads the values the
@@ -181,11 +182,16 @@ class ConstraintCallback(pl.Callback):
         returns `bound_tensor` (on the module's device by default). With
         several schedulers it has no float value: use `bound_of`.
         """
-        return self._scheduler._bound_reading(self.bound_tensor, "ConstraintCallback")
+        return bound_reading(self, self.bound_tensor, "ConstraintCallback")
 
-    def bound_of(self, name: str) -> float:
-        """The bound in force for spec ``name``, a float (host value)."""
-        return self._scheduler.bound_of(name)
+    @property
+    def schedulers(self) -> tuple[ConstraintScheduler, ...]:
+        """The core schedulers (the rest of the reading is `constraint_sched.Readings`)."""
+        return self._scheduler.schedulers
+
+    def scheduler_of(self, name: str) -> ConstraintScheduler:
+        """The core scheduler holding spec ``name`` (KeyError if none)."""
+        return self._scheduler.scheduler_of(name)
 
     def bound_tensor(
         self,
@@ -212,28 +218,6 @@ class ConstraintCallback(pl.Callback):
             The cached tensor.
         """
         return self._scheduler.bound_tensor(name, device=self._device(device), dtype=dtype)
-
-    def spec(self, name: str | None = None) -> ConstraintSpec:
-        """The spec ``name`` with its current bound applied (host values)."""
-        return self._scheduler.spec(name)
-
-    @property
-    def phase(self) -> Phase:
-        """The phase of the one scheduler (`TorchScheduler.phase`).
-
-        Raises:
-            ValueError: There are several schedulers: use `phase_of`.
-        """
-        return self._scheduler.phase
-
-    def phase_of(self, name: str) -> Phase:
-        """The phase of the scheduler that holds spec ``name``."""
-        return self._scheduler.phase_of(name)
-
-    @property
-    def phases(self) -> dict[str, Phase]:
-        """The phase of every spec, by spec name."""
-        return self._scheduler.phases
 
     def score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
         """The score of ``x`` under spec ``name``'s current bound (differentiable).

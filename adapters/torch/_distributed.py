@@ -7,6 +7,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from constraint_sched import functional as F
+
 
 def active(group: Any = None) -> bool:
     """Whether a process group is initialised (and has more than one rank)."""
@@ -28,10 +30,16 @@ def reduce_device(group: Any, preferred: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def reduce_packed(packed: torch.Tensor, sum_part: slice, max_part: slice, group: Any) -> None:
-    """Sum the counts and sums, and take the max of the extremes, across ranks, in place."""
-    dist.all_reduce(packed[sum_part], op=dist.ReduceOp.SUM, group=group)
-    dist.all_reduce(packed[max_part], op=dist.ReduceOp.MAX, group=group)
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def reduce_books(packed: torch.Tensor, n: int, group: Any) -> None:
+    """Reduce packed books across ranks in place: each statistic by its schema's reduction."""
+
+    def reduce(part: slice, how: F.Reduction) -> None:
+        dist.all_reduce(packed[part], op=_OPS[how], group=group)
+
+    F.reduce_packed(n, reduce)
 
 
 def gather(obj: Any, group: Any) -> list[Any]:

@@ -1,71 +1,80 @@
-"""`TorchConstraintTerm`: the core's `ConstraintTerm` for tensors, with no host sync per step."""
+"""`TorchConstraintTerm`: the core's `ConstraintTerm` on tensors, with no host sync per step."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
+import array_api_compat
 import torch
+import torch.distributed as dist
 
-from constraint_sched import ConstraintTerm, Event, Phase
-from constraint_sched._chance import (
-    ChanceState,
-    Ops,
-    chance_step,
-    discovery_step,
+from constraint_sched import (
+    Backoff,
+    ChanceConstraint,
+    ConstraintTerm,
+    DiscoveryPhase,
+    Event,
+    HoldPhase,
+    Phase,
+    Relative,
 )
-from constraint_sched._term import _REQUIRED, main_loss, per_example_mean
-from constraint_sched.adapters.torch._scheduler import TorchScheduler
+from constraint_sched import functional as F
+from constraint_sched.adapters.torch import _distributed
+from constraint_sched.adapters.torch._scheduler import Accumulate, TorchScheduler
 
 
-class _TorchOps:
-    def exp(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.exp(x)
+def _read(attribute: str) -> Any:
+    """A property that reads the core term's ``attribute`` (with its docstring)."""
 
-    def log(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(x)
+    def read(self: TorchConstraintTerm) -> Any:
+        return getattr(self.core, attribute)
 
-    def sqrt(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(x)
-
-    def clip(self, x: torch.Tensor, low: Any, high: Any) -> torch.Tensor:
-        return torch.clamp(x, low, high)
-
-    def minimum(self, x: torch.Tensor, y: float) -> torch.Tensor:
-        return torch.clamp(x, max=y)
-
-    def maximum(self, x: torch.Tensor, y: float) -> torch.Tensor:
-        return torch.clamp(x, min=y)
-
-    def where(self, condition: Any, x: Any, y: Any) -> torch.Tensor:
-        return torch.where(condition, x, y)
-
-    def ndtri(self, p: torch.Tensor) -> torch.Tensor:
-        quantile: torch.Tensor = torch.special.ndtri(p)
-        return quantile
+    read.__doc__ = getattr(ConstraintTerm, attribute).__doc__
+    return property(read)
 
 
-TORCH_OPS: Ops[torch.Tensor] = _TorchOps()
-
-
-class TorchConstraintTerm(ConstraintTerm):
+class TorchConstraintTerm:
     """The core's `constraint_sched.ConstraintTerm` on tensors, with no host sync per step.
 
     The same discovery, hold, squeeze and `constraint_sched.ChanceMultiplier`
-    as the core's term, with the multiplier's numbers kept as 0-d tensors on
-    the value's device: a call reads nothing on the host, so a CUDA training
-    step does not wait for the GPU; `epoch_end` synchronises once (through
-    `TorchScheduler.advance_epoch`). The returned term is ``weight * mean(kl)``
+    as the core's term (which it holds: `core`), with the multiplier's
+    numbers kept as 0-d tensors on the value's device and stepped by
+    `constraint_sched.functional.multiplier_step`: a call reads nothing on the
+    host, so a CUDA training step does not wait for the GPU; `epoch_end`
+    synchronises once (through `TorchScheduler.advance_epoch`). On the CPU
+    the multiplier runs on Python floats (reading a CPU tensor costs nothing)
+    unless ``accumulate="device"``. The returned term is ``weight * mean(kl)``
     with the weight detached, so its gradient is the weight times the value's.
 
     Takes what the core's term takes, and tensors: per-example values of
     shape ``(batch,)`` (e.g. ``kl.sum(dim=-1)`` of a per-dimension KL), or a
     0-d batch mean with ``reduction="mean"``, and the step's main loss as
     ``main=`` (a 0-d tensor, read detached). Python and numpy numbers are
-    accepted too (as CPU tensors). Under ``torch.distributed``, each rank's
-    bound is agreed at `epoch_end`; each rank's weight follows its own
-    values, so pass the values averaged over ranks if the weights must agree
-    step by step.
+    accepted too. Under ``torch.distributed`` every rank applies the same
+    weight at every step: the multiplier steps on the value and main loss
+    averaged across ranks (one all-reduce per step, no host sync on an
+    accelerator), and the bound is agreed at `epoch_end`.
+
+    Args:
+        name: The value's name (as for `constraint_sched.ConstraintTerm`, like
+            the arguments up to ``echo``).
+        target: The bound to squeeze to: a number, or a `constraint_sched.Relative`.
+        side: ``"upper"`` (a ceiling) or ``"lower"`` (a floor).
+        squeeze_epochs: Epochs from the discovered bound to the target.
+        alpha: The largest share of an epoch's steps beyond the bound.
+        settings: The multiplier's `constraint_sched.ChanceConstraint`.
+        discovery: How the bound is discovered.
+        hold: How long it is held.
+        backoff: How a squeeze that hurts is relaxed.
+        reduction: ``"none"`` (per-example values) or ``"mean"``.
+        echo: Where the epoch lines go (True: standard error).
+        accumulate: ``"auto"`` (the device path for accelerator tensors, host
+            floats for CPU ones), ``"device"`` (0-d tensors and device books
+            on every device, the CPU included) or ``"host"``; see `TorchScheduler`.
+        process_group: The ``torch.distributed`` group whose ranks agree
+            (None: the default group, when one is initialised).
 
     Examples:
         >>> import torch
@@ -81,12 +90,57 @@ class TorchConstraintTerm(ConstraintTerm):
 
     _owner = "TorchConstraintTerm"
 
-    def _init_multiplier(self) -> None:
-        super()._init_multiplier()
-        self._torch = TorchScheduler(self._scheduler)
-        self._tensors: ChanceState[torch.Tensor] | None = None
+    def __init__(
+        self,
+        name: str = "kl",
+        *,
+        target: float | Relative,
+        side: Literal["upper", "lower"] = "upper",
+        squeeze_epochs: int = 4,
+        alpha: float | None = None,
+        settings: ChanceConstraint | None = None,
+        discovery: DiscoveryPhase | None = None,
+        hold: HoldPhase | None = None,
+        backoff: Backoff | None = None,
+        reduction: Literal["none", "mean"] = "none",
+        echo: bool | Callable[[str], None] | None = True,
+        accumulate: Accumulate = "auto",
+        process_group: Any = None,
+    ) -> None:
+        self.core = ConstraintTerm(
+            name,
+            target=target,
+            side=side,
+            squeeze_epochs=squeeze_epochs,
+            alpha=alpha,
+            settings=settings,
+            discovery=discovery,
+            hold=hold,
+            backoff=backoff,
+            reduction=reduction,
+            echo=echo,
+        )
+        """The core term: the scheduler, the multiplier on the host, the epoch's lines."""
+        self._torch = TorchScheduler(
+            self.core.scheduler, accumulate=accumulate, process_group=process_group
+        )
+        self._accumulate, self._group = accumulate, process_group
+        self._xp = array_api_compat.array_namespace(torch.empty(0))
+        self._state: F.ChanceState[torch.Tensor] | None = None
+        self._weight = self.core.weight
         self._weight_tensor: torch.Tensor | None = None
-        self._device_math = False  # tests set it to run the device maths on the CPU
+
+    name = _read("name")
+    target = _read("target")
+    target_bound = _read("target_bound")
+    scheduler = _read("scheduler")
+    multiplier = _read("multiplier")
+    settings = _read("settings")
+    phase = _read("phase")
+    epoch = _read("epoch")
+    bound = _read("bound")
+    last_epoch = _read("last_epoch")
+    aim = _read("aim")
 
     @property
     def torch_scheduler(self) -> TorchScheduler:
@@ -96,27 +150,22 @@ class TorchConstraintTerm(ConstraintTerm):
     @property
     def weight(self) -> float:
         """The weight the last call applied (read from its device: a host sync there)."""
-        if self._weight_tensor is None:
-            return float(self._weight)
-        return float(self._weight_tensor)
+        return self._weight if self._weight_tensor is None else float(self._weight_tensor)
 
     @property
     def weight_tensor(self) -> torch.Tensor | None:
-        """The weight the last call applied as a 0-d tensor on an accelerator, without a sync.
+        """The weight the last call applied as a 0-d tensor on its device, without a sync.
 
-        None before the first call, and while the values are on the CPU
+        None before the first call, and while the values are on the host path
         (where the weight is a number: `weight`).
         """
         return self._weight_tensor
 
-    def __call__(self, value: Any, *, main: Any = _REQUIRED) -> torch.Tensor:  # type: ignore[override]
+    def __call__(self, value: Any, *, main: Any = F.REQUIRED) -> torch.Tensor:
         """This step's term, ``weight * mean(value)`` as a tensor (negated for a floor).
 
-        On the CPU the multiplier runs on Python numbers (reading a CPU tensor
-        costs nothing); on an accelerator it runs on 0-d tensors of the
-        value's device, reading nothing on the host. A non-finite value or
-        main loss is passed to the scheduler (which counts it) and leaves the
-        weight as it was.
+        A non-finite value or main loss is passed to the scheduler (which
+        counts it) and leaves the weight as it was.
 
         Args:
             value: Per-example values, shape ``(batch,)``, or their mean with
@@ -132,108 +181,106 @@ class TorchConstraintTerm(ConstraintTerm):
             TypeError: No ``main``, or one that is not a real number or tensor.
         """
         x = self._reduce(value)
-        m = self._main(main, x.device)
-        detached = x.detach()
-        aim = self._aim_bound()
-        bound = self._bound_in_force()
-        sign = self._multiplier.sign
-        if x.device.type == "cpu" and not self._device_math:
-            self._to_host()
-            v, mv = float(detached), float(m)
-            finite = math.isfinite(v) and math.isfinite(mv)
-            if finite:
-                self._multiplier.check_unit(math.isfinite(aim), mv, f"{self._owner} {self._name!r}")
-            self._weight = self._multiplier.weight
+        detached, m = x.detach(), self._main(main, x.device)
+        agreed, m = self._agree(detached, m)
+        sign, owner = self.core.multiplier.sign, f"{self._owner} {self.core.name!r}"
+        if self._accumulate == "device" or x.device.type != "cpu":
+            st = self._state_for(x)
+            weight = F.weight(self._xp, st).to(x.dtype)
+            self._weight_tensor = weight
             self._torch.observe(detached)
-            if finite:
-                self._multiplier.update(v, bound, main=mv, aim=aim)
-            else:
-                self._multiplier.plan(bound, aim)  # the step counts; the numbers stay
-            self._steps += 1
-            return sign * self._weight * x
-        st = self._state_for(x)
-        weight = torch.where(st.scaled > 0, torch.exp(st.log_weight), 0.0).to(x.dtype)
-        self._weight_tensor = weight
+            value_, main_ = agreed.to(st.log_weight.dtype), m.to(st.log_weight.dtype)
+            plan = self.core.plan()
+            self._state = F.multiplier_step(self._xp, st, value_, main_, plan, self.core.settings)
+            term: torch.Tensor = sign * weight * x
+            return term
+        self._to_host()
+        v, mv = float(agreed), float(m)
+        finite = math.isfinite(v) and math.isfinite(mv)
+        if finite:
+            self.core.multiplier.check_unit(math.isfinite(self.core.aim), mv, owner)
+        self._weight = self.core.multiplier.weight
         self._torch.observe(detached)
-        plan = self._multiplier.plan(bound, aim)
-        dtype = st.log_weight.dtype
-        xt, mt = detached.to(dtype), m.to(dtype)
-        if plan.known:
-            new = chance_step(TORCH_OPS, st, xt, mt, plan, self._settings)
-        else:
-            new = discovery_step(TORCH_OPS, st, xt, mt, self._settings)
-        # A non-finite value or main loss leaves the numbers as they were (the scheduler counts it).
-        ok = torch.isfinite(xt) & torch.isfinite(mt)
-        self._tensors = ChanceState(*(torch.where(ok, a, b) for a, b in zip(new, st, strict=True)))
-        self._steps += 1
-        return sign * weight * x
+        plan = self.core.plan()  # the step counts, whatever its numbers
+        if finite:
+            self.core.multiplier.apply(plan, v, mv)
+        return sign * self._weight * x
+
+    def _agree(self, value: torch.Tensor, main: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The value and main loss averaged across ranks (one all-reduce), or as they are."""
+        if not _distributed.active(self._group):
+            return value, main
+        where = _distributed.reduce_device(self._group, value.device)
+        pair = torch.stack([value.to(torch.float64), main.to(value.device, torch.float64)])
+        pair = pair.to(where)
+        dist.all_reduce(pair, op=dist.ReduceOp.SUM, group=self._group)
+        pair = (pair / dist.get_world_size(self._group)).to(value.device)
+        return pair[0].to(value.dtype), pair[1]
 
     def _main(self, main: Any, device: torch.device) -> torch.Tensor:
         """The step's main loss as a detached 0-d tensor on ``device``."""
         if not isinstance(main, torch.Tensor):
-            return torch.as_tensor(main_loss(main, self._owner), dtype=torch.float64)
+            return torch.as_tensor(F.main_loss(main, self._owner), dtype=torch.float64)
         if main.is_complex() or not main.is_floating_point() or main.device.type == "meta":
             raise TypeError(
-                f"{self._owner} {self._name!r}: main must be a real floating tensor with values, "
-                f"got dtype {main.dtype} on {main.device.type}"
+                f"{self._owner} {self.core.name!r}: main must be a real floating tensor with "
+                f"values, got dtype {main.dtype} on {main.device.type}"
             )
         if main.dim() > 1 or main.numel() == 0:
             raise ValueError(
-                f"{self._owner} {self._name!r}: main must be the step's loss, a 0-d tensor or "
-                f"per-example losses of shape (batch,), got shape {tuple(main.shape)}"
+                f"{self._owner} {self.core.name!r}: main must be the step's loss, a 0-d tensor "
+                f"or per-example losses of shape (batch,), got shape {tuple(main.shape)}"
             )
-        loss: torch.Tensor = main.detach()
-        if loss.dim() == 1:
-            loss = loss.mean()
-        return loss.to(device)
-
-    def _to_host(self) -> None:
-        """Move the multiplier's numbers from the device tensors to the core's multiplier."""
-        if self._tensors is not None:
-            self._mirror()
-            self._weight = float(self._weight_tensor) if self._weight_tensor is not None else 0.0
-            self._tensors, self._weight_tensor = None, None
+        loss = main.detach()
+        return (loss.mean() if loss.dim() == 1 else loss).to(device)
 
     def _reduce(self, value: Any) -> torch.Tensor:
+        """The step's value per example, as a tensor (the batch mean of per-example values)."""
+        reduction, name = self.core.reduction, self.core.name
         if not isinstance(value, torch.Tensor):
-            number = per_example_mean(value, self._reduction, self._owner)
+            number = F.per_example_mean(value, reduction, self._owner)
             return torch.as_tensor(number, dtype=torch.get_default_dtype())
         if value.is_complex() or not value.is_floating_point():
             raise ValueError(
-                f"{self._owner} {self._name!r}: expected a real floating tensor, got dtype "
-                f"{value.dtype}"
+                f"{self._owner} {name!r}: expected a real floating tensor, got dtype {value.dtype}"
             )
         if value.device.type == "meta":
-            raise ValueError(
-                f"{self._owner} {self._name!r}: got a meta tensor, which holds no values"
-            )
+            raise ValueError(f"{self._owner} {name!r}: got a meta tensor, which holds no values")
         if value.dim() == 1 and value.numel() > 0:
             return value.mean()
         if value.dim() > 1 or value.numel() == 0:
             raise ValueError(
-                f"{self._owner} {self._name!r}: expected one value per example, shape "
-                f"(batch,), got shape {tuple(value.shape)}; sum a per-dimension KL over its "
-                "dimensions first (kl.sum(dim=-1))"
+                f"{self._owner} {name!r}: expected one value per example, shape (batch,), got "
+                f"shape {tuple(value.shape)}; sum a per-dimension KL over its dimensions first "
+                "(kl.sum(dim=-1))"
             )
-        if self._reduction != "mean":
-            per_example_mean(0.0, "none", self._owner)  # raises the core's message
+        if reduction != "mean":
+            F.per_example_mean(0.0, "none", self._owner)  # raises the core's message
         return value
 
-    def _state_for(self, x: torch.Tensor) -> ChanceState[torch.Tensor]:
-        st = self._tensors
+    def _state_for(self, x: torch.Tensor) -> F.ChanceState[torch.Tensor]:
+        """The multiplier's numbers as 0-d tensors on ``x``'s device (moved there if need be)."""
+        st = self._state
         if st is not None and st.log_weight.device == x.device:
             return st
         dtype = torch.float64 if x.device.type == "cpu" else torch.float32
-        if st is not None:  # the value moved to another device: the state follows it
-            moved = ChanceState(*(t.to(x.device, dtype) for t in st))
-            self._tensors = moved
-            return moved
-        # From the core's multiplier (fresh, loaded, or run on the CPU so far).
-        fresh = ChanceState(
-            *(torch.tensor(v, dtype=dtype, device=x.device) for v in self._multiplier.state)
+        numbers = self.core.multiplier.state if st is None else st
+        self._state = F.ChanceState(
+            *(torch.as_tensor(v, dtype=dtype).to(x.device) for v in numbers)
         )
-        self._tensors = fresh
-        return fresh
+        return self._state
+
+    def _to_host(self) -> None:
+        """Move the multiplier's numbers from the device tensors to the core's multiplier."""
+        if self._state is not None:
+            self._mirror()
+            self._weight = float(self._weight_tensor) if self._weight_tensor is not None else 0.0
+            self._state, self._weight_tensor = None, None
+
+    def _mirror(self) -> None:
+        """Copy the device numbers into the core's multiplier (a host sync)."""
+        if self._state is not None:
+            self.core.multiplier.set_state(self._state)
 
     def epoch_end(self) -> list[Event]:
         """End the epoch: one host sync, the bound moves, the budget resets, a line printed.
@@ -245,36 +292,58 @@ class TorchConstraintTerm(ConstraintTerm):
             ValueError: The main loss's level at the end of discovery is not
                 positive (the weight unit cannot be set).
         """
-        events = self._torch.advance_epoch(log=self._echo is None)
-        self._mirror()
-        if self._scheduler.phase is not Phase.DISCOVERY and self._multiplier.state.seen:
-            # The device set (or is about to set) the unit unchecked: check it once, here.
-            self._multiplier.check_unit(
-                math.isfinite(self.aim), math.nan, f"{self._owner} {self._name!r}"
-            )
-        finished = self._finish(events)
-        if self._tensors is not None:
-            self._tensors = self._tensors._replace(overs=torch.zeros_like(self._tensors.overs))
-        return finished
+        events = self.core.epoch_end(advance=self._advance)
+        if self._state is not None:
+            self._state = self._state._replace(overs=torch.zeros_like(self._state.overs))
+        return events
 
-    def _mirror(self) -> None:
-        """Copy the device numbers into the core's multiplier (a host sync)."""
-        if self._tensors is None:
-            return
-        self._multiplier.set_state(ChanceState(*(float(t) for t in self._tensors)))
+    def _advance(self, *, log: bool) -> list[Event]:
+        events = self._torch.advance_epoch(log=log)
+        self._mirror()
+        core = self.core
+        if core.phase is not Phase.DISCOVERY and core.multiplier.state.seen:
+            # The device set (or is about to set) the unit unchecked: check it once, here.
+            owner = f"{self._owner} {core.name!r}"
+            core.multiplier.check_unit(math.isfinite(core.aim), math.nan, owner)
+        return events
 
     def state_dict(self) -> dict[str, Any]:
         """The term's state, as the core's but for the scheduler's part: plain numbers (a sync)."""
         self._mirror()
-        state = super().state_dict()
-        state["scheduler"] = self._torch.state_dict()
-        if self._weight_tensor is not None:
-            state["weight"] = float(self._weight_tensor)
-        return state
+        return {
+            **self.core.state_dict(),
+            "scheduler": self._torch.state_dict(),
+            "weight": self.weight,
+        }
 
-    def _load_scheduler(self, state: Any) -> None:
-        self._torch.load_state_dict(state)
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict`; on an error nothing changes.
 
-    def _loaded(self) -> None:
-        # The multiplier's numbers move to the device of the next value.
-        self._tensors, self._weight_tensor = None, None
+        Raises:
+            TypeError: Not a mapping.
+            KeyError: A missing entry, named.
+            ValueError: An invalid entry, named.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{self._owner}.load_state_dict: expected a mapping, got {type(state).__name__}"
+            )
+        saved = state.get("scheduler")
+        core = saved.get("core") if isinstance(saved, Mapping) else None
+        if not isinstance(saved, Mapping) or not isinstance(core, Mapping):
+            raise ValueError(
+                f"{self._owner}.load_state_dict: state['scheduler'] is not a TorchScheduler state"
+            )
+        before = self.state_dict()
+        self.core.load_state_dict({**state, "scheduler": core})
+        try:
+            self._torch.load_state_dict(saved)
+        except ValueError:
+            self.core.load_state_dict({**before, "scheduler": before["scheduler"]["core"]})
+            self._torch.load_state_dict(before["scheduler"])
+            raise
+        self._weight = float(state["weight"])
+        self._state, self._weight_tensor = None, None  # the numbers move to the next value's device
+
+    def __repr__(self) -> str:
+        return repr(self.core).replace("ConstraintTerm", self._owner, 1)

@@ -1,0 +1,88 @@
+"""The one reading of a term's inputs: a step's value and its main loss, checked."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+Reduction = Literal["none", "mean"]
+"""How a term reads its value: ``"none"``, per-example values (their mean is
+taken); ``"mean"``, a number that is already the per-example mean."""
+
+REQUIRED: Any = object()
+"""The default of a required ``main=`` argument, so that leaving it out says how to pass it."""
+
+
+def _real_array(value: Any, owner: str, what: str) -> np.ndarray[Any, Any]:
+    """``value`` as a float64 array; a TypeError for anything that is not a real number."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # pragma: no cover - numpy accepts almost anything
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        kind = {"b": "bool", "c": "complex", "U": "str", "S": "bytes"}.get(
+            array.dtype.kind, type(value).__name__
+        )
+        raise TypeError(
+            f"{owner}: {what} must be a real number or an array of real numbers, got {kind} "
+            f"({value!r:.60})"
+        )
+    return array.astype(np.float64)
+
+
+def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
+    """The value of one step as the mean per example, checked against its declared form.
+
+    A 1-d array holds one value per example (its mean is taken); a number or
+    a 0-d array is accepted only with ``reduction="mean"`` (the caller says it
+    is a mean already). Bools, strings and complex numbers are refused.
+    """
+    x: Any
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        shape: tuple[int, ...] = ()
+        x = value
+    else:
+        array = _real_array(value, owner, "the value")
+        shape = array.shape
+        if array.ndim == 1 and array.size > 0:
+            return float(array.mean())
+        if array.ndim > 1 or array.size == 0:
+            raise ValueError(
+                f"{owner}: expected one value per example, shape (batch,), got shape {shape}; "
+                "sum a per-dimension KL over its dimensions first (kl.sum(dim=-1))"
+            )
+        x = array
+    if reduction != "mean":
+        raise ValueError(
+            f"{owner}: got a single number (shape {shape}) where per-example values, shape "
+            "(batch,), are expected. Pass the per-example values (e.g. kl.sum(dim=-1) before "
+            "any reduction over the batch); if the number is already the batch mean per "
+            "example, build the term with reduction='mean'. A value summed over the batch "
+            "must be divided by the batch size first: the target is per example."
+        )
+    return float(x)
+
+
+def main_loss(main: Any, owner: str) -> float:
+    """The step's main loss as a float: a number, a 0-d array, or per-example losses (mean).
+
+    Raises:
+        TypeError: ``main`` was not passed, or is not a real number.
+        ValueError: An empty or multi-dimensional array.
+    """
+    if main is REQUIRED:
+        raise TypeError(
+            f"{owner}: pass the step's main loss too, term(value, main=loss): the term sets "
+            "the value's weight relative to the main loss's size, which makes it work at any "
+            "loss scale (a per-pixel mean or a per-example sum alike)"
+        )
+    if isinstance(main, (int, float)) and not isinstance(main, bool):
+        return float(main)
+    array = _real_array(main, owner, "main")
+    if array.ndim > 1 or array.size == 0:
+        raise ValueError(
+            f"{owner}: main must be the step's loss, a number or per-example losses of shape "
+            f"(batch,), got shape {array.shape}"
+        )
+    return float(array.mean())
