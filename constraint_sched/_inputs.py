@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
+import array_api_compat
 import numpy as np
 
 Reduction = Literal["none", "mean"]
@@ -86,3 +88,57 @@ def main_loss(main: Any, owner: str) -> float:
             f"(batch,), got shape {array.shape}"
         )
     return float(array.mean())
+
+
+def _kind(array: Any) -> str:
+    return "tensor" if type(array).__module__.startswith("torch") else "array"
+
+
+def array_value(value: Any, reduction: Reduction, owner: str) -> Any:
+    """A step's value per example from an array of any namespace, without reading it on the host.
+
+    The mean of per-example values (shape ``(batch,)``), or a 0-d array with
+    ``reduction="mean"``, as a 0-d array of the value's own namespace.
+
+    Raises:
+        ValueError: Not a real floating array, or the wrong shape (the
+            message says which shape is expected and why).
+    """
+    xp = array_api_compat.array_namespace(value)
+    if not xp.isdtype(value.dtype, "real floating"):
+        raise ValueError(
+            f"{owner}: expected a real floating {_kind(value)}, got dtype {value.dtype}"
+        )
+    size = math.prod(value.shape)
+    if value.ndim == 1 and size > 0:
+        return xp.mean(value)
+    if value.ndim > 1 or size == 0:
+        raise ValueError(
+            f"{owner}: expected one value per example, shape (batch,), got shape "
+            f"{tuple(value.shape)}; sum a per-dimension KL over its dimensions first "
+            "(kl.sum(dim=-1))"
+        )
+    if reduction != "mean":
+        per_example_mean(0.0, "none", owner)  # raises the message that says what to pass
+    return value
+
+
+def array_main(main: Any, owner: str) -> Any:
+    """A step's main loss from an array of any namespace: a 0-d array (the mean of per-example ones).
+
+    Raises:
+        TypeError: Not a real floating array.
+        ValueError: An empty or multi-dimensional array.
+    """
+    xp = array_api_compat.array_namespace(main)
+    if not xp.isdtype(main.dtype, "real floating"):
+        raise TypeError(
+            f"{owner}: main must be a real floating {_kind(main)} with values, got dtype "
+            f"{main.dtype}"
+        )
+    if main.ndim > 1 or math.prod(main.shape) == 0:
+        raise ValueError(
+            f"{owner}: main must be the step's loss, a 0-d {_kind(main)} or per-example losses "
+            f"of shape (batch,), got shape {tuple(main.shape)}"
+        )
+    return xp.mean(main) if main.ndim == 1 else main

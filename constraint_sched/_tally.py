@@ -9,6 +9,7 @@ from typing import Any, SupportsFloat
 import attrs
 
 from constraint_sched._spec import Side
+from constraint_sched._state import Reader, encode_float
 
 
 def _check_count(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -111,6 +112,48 @@ class Tally:
     def mean(self) -> float:
         """The mean of the valid values, ``total / valid``; NaN when there is none."""
         return self.total / self.valid if self.valid else math.nan
+
+    def __add__(self, other: Tally) -> Tally:
+        """Two parts of one epoch's observations as one (for a report: the samples are dropped)."""
+        if not isinstance(other, Tally):
+            return NotImplemented
+        return Tally(
+            self.count + other.count,
+            nonfinite=self.nonfinite + other.nonfinite,
+            violations=self.violations + other.violations,
+            maximum=max(self.maximum, other.maximum),
+            minimum=min(self.minimum, other.minimum),
+            total=self.total + other.total,
+        )
+
+    def state(self) -> dict[str, Any]:
+        """The tally as strict-JSON data (`from_state` reads it back)."""
+        return {
+            "count": self.count,
+            "nonfinite": self.nonfinite,
+            "violations": self.violations,
+            "total": encode_float(self.total),
+            "maximum": encode_float(self.maximum),
+            "minimum": encode_float(self.minimum),
+            "samples": list(self.samples),
+        }
+
+    @classmethod
+    def from_state(cls, data: Any, path: str) -> Tally:
+        """Read what `state` wrote; a ValueError naming ``path`` if it is no tally a run makes."""
+        r = Reader(data, path)
+        try:
+            return cls(
+                r.integer("count"),
+                nonfinite=r.integer("nonfinite"),
+                violations=r.integer("violations"),
+                total=r.number("total"),
+                maximum=r.number("maximum"),
+                minimum=r.number("minimum"),
+                samples=r.numbers("samples"),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
 
     @classmethod
     def of(

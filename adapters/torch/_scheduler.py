@@ -14,7 +14,6 @@ import torch
 
 from constraint_sched import (
     ConstraintScheduler,
-    ConstraintSpec,
     Event,
     Phase,
     Readings,
@@ -25,18 +24,17 @@ from constraint_sched import functional as F
 from constraint_sched.adapters.torch import _distributed
 from constraint_sched.adapters.torch._accumulate import DeviceBooks, upload
 from constraint_sched.adapters.torch._bound import bound_reading
-from constraint_sched.state import FORMAT_VERSION, Reader, check_header, decode_float, encode_float
+from constraint_sched.adapters.torch._tensors import BoundTensors
+from constraint_sched.state import FORMAT_VERSION, Reader, check_header, decode_float
 
 Accumulate = Literal["auto", "device", "host"]
 Observation = SupportsFloat | torch.Tensor
 
 _MISSING: Any = object()
 _FORMAT = "constraint_sched.adapters.torch.TorchScheduler"
-_FIELDS = ("lower", "upper", "healthy", "margin", "scale")
-_TALLY = ("count", "nonfinite", "violations", "total", "maximum", "minimum")
 
 
-class TorchScheduler(Readings):
+class TorchScheduler(BoundTensors, Readings):
     """A `ConstraintScheduler` (or a `SchedulerCollection`) observed from tensors on any device.
 
     A training step hands its metric tensors to `observe` and never waits
@@ -114,25 +112,22 @@ class TorchScheduler(Readings):
         self._names = tuple(n for s in self._schedulers for n in s.names)
         self._index = {n: i for i, n in enumerate(self._names)}
         self._owner = [s for s in self._schedulers for _ in s.names]
-        self._owner_index = [k for k, s in enumerate(self._schedulers) for _ in s.names]
         self._raising = [s.nonfinite == "raise" for s in self._owner]
         self._centres = [s.centre for s in self._owner]  # a "width" bound observes |x - centre|
         # One spec object per slot for all epochs: a score passes every numeric field as a
         # cached tensor and reads only the kind and steepness, which never change, so
         # torch.compile's guards hold across epochs (see `score`).
-        self._scorers = [s.spec(n) for s, n in zip(self._owner, self._names, strict=True)]
         self._sample_size = max(s.discovery.reservoir for s in self._schedulers)
         config = json.dumps([s.state_dict()["config"] for s in self._schedulers], sort_keys=True)
         self._digest = zlib.crc32(config.encode())
         self._xp = array_api_compat.array_namespace(torch.empty(0))
         self._host = F.HostBooks(len(self._names))
         self._devices: dict[torch.device, DeviceBooks] = {}
-        self._bounds: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
-        self._params: dict[tuple[int, torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         self._last: dict[str, Tally] = {}
         self._flushed: list[Tally] | None = None  # merged early this epoch (a steps window)
         self._window_calls = 0  # observe calls this epoch, while a steps window is open
         self._window_at: int | None = None
+        self._init_tensors()
         self._start_epoch()
 
     # -- reading (the rest is constraint_sched.Readings) -----------------------------
@@ -173,96 +168,6 @@ class TorchScheduler(Readings):
         use `bound_of`.
         """
         return bound_reading(self, self.bound_tensor, "TorchScheduler")
-
-    def bound_tensor(
-        self,
-        name: str | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:
-        """The bound in force for spec ``name`` as a 0-d tensor, updated in place each epoch.
-
-        The same tensor object is returned for the same scheduler, device and
-        dtype, and `advance_epoch` writes the new bound into it, so a compiled
-        function that reads it sees the new value without recompiling. Treat
-        it as read-only. (Formerly ``bound(...)``.)
-
-        Args:
-            name: A spec of the scheduler; may be left out when there is one scheduler.
-            device: Where the tensor lives (default: the CPU).
-            dtype: Its floating dtype (default: ``torch.get_default_dtype()``).
-
-        Raises:
-            KeyError: No spec has that name.
-            TypeError: No name with several schedulers, or a dtype that is not floating.
-        """
-        single = name is None and len(self._schedulers) == 1
-        k = 0 if single else self._owner_index[self._slot(name)]
-        key = (k, *_where(device, dtype))
-        if key not in self._bounds:
-            self._bounds[key] = torch.full(
-                (), self._schedulers[k].bound, dtype=key[2], device=key[1]
-            )
-        return self._bounds[key]
-
-    def parameters(
-        self,
-        name: str | None = None,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The numeric parameters of spec ``name`` as cached 0-d tensors, updated in place.
-
-        These are what `score` passes to `constraint_sched.ConstraintSpec.score`
-        (``upper`` and ``healthy`` of a ``BOX_ASYMMETRIC`` spec, a ``margin``, a
-        ``scale``...). An ``"auto"`` scale not yet discovered reads ``inf``.
-        """
-        slot = self._slot(name)
-        key = (slot, *_where(device, dtype))
-        if key not in self._params:
-            self._params[key] = {
-                f: torch.full((), v, dtype=key[2], device=key[1])
-                for f, v in _numbers(self.spec(self._names[slot])).items()
-            }
-        return self._params[key]
-
-    def score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
-        """The score of ``x`` under spec ``name``'s current bound (differentiable, elementwise).
-
-        Computed by the core's `constraint_sched.ConstraintSpec.score` with
-        the cached parameter tensors of ``x``'s device and dtype, so
-        ``torch.compile`` does not recompile at epoch boundaries. Reduce
-        per-sample scores (e.g. ``.mean()``) before `LBOObjective`.
-
-        Raises:
-            ValueError: The spec's scale is ``"auto"`` and still being discovered.
-        """
-        spec, params = self._scoring(name, x)
-        return spec.score(x, parameters=params)
-
-    def log_score(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
-        """The log of `score` (`constraint_sched.ConstraintSpec.log_score`): finite however far out.
-
-        Raises:
-            ValueError: The spec's scale is ``"auto"`` and still being discovered.
-        """
-        spec, params = self._scoring(name, x)
-        return spec.log_score(x, parameters=params)
-
-    def violation(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
-        """How far ``x`` lies beyond spec ``name``'s current bounds (0 inside), elementwise."""
-        slot = self._slot(name)
-        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
-        return self._scorers[slot].violation(x, parameters=params)
-
-    def _scoring(self, name: str | None, x: torch.Tensor) -> tuple[ConstraintSpec, Any]:
-        slot = self._slot(name)
-        if self._auto[slot]:  # a cached flag: torch.compile guards on it, not on the spec
-            self.spec(self._names[slot]).score(0.0)  # raises the core's error, naming the spec
-        params = self.parameters(self._names[slot], device=x.device, dtype=x.dtype)
-        return self._scorers[slot], params
 
     # -- the hot path --------------------------------------------------------------
 
@@ -443,7 +348,7 @@ class TorchScheduler(Readings):
         tallies = self._merge_epoch_so_far(log=log)
         events = self._collection.advance_epoch(log=log, tighten=tighten)
         if self._flushed is not None:  # a steps discovery ended inside the epoch: report it whole
-            tallies = [_plus(a, b) for a, b in zip(self._flushed, tallies, strict=True)]
+            tallies = [a + b for a, b in zip(self._flushed, tallies, strict=True)]
         self._last = dict(zip(self._names, tallies, strict=True))
         self._flushed, self._window_calls = None, 0
         self._start_epoch()
@@ -498,17 +403,13 @@ class TorchScheduler(Readings):
         # Median/quantile samples: each source (the host, each device, each rank) holds a
         # uniform sample of its own valid values; they are combined in proportion to the
         # values each stands for, the same way on every rank.
-        at = F.layout(n)
         sampled = [i for i in range(n) if self._sampled(i)]
         sources: dict[int, list[tuple[list[float], int]]] = {i: [] for i in sampled}
         start = size
         for packed in packs:
             own, start = flat[start : start + packed.numel()], start + packed.numel()
-            rows = (len(own) - size) // n
-            for i in sampled:
-                valid = round(own[at["count"].start + i] - own[at["nonfinite"].start + i])
-                values = [own[size + r * n + i] for r in range(rows)]
-                sources[i].append(([x for x in values if x == x], valid))  # x == x: not NaN
+            for i, source in F.row_samples(own, n, sampled).items():
+                sources[i].append(source)
         if self._host.reservoirs is not None:
             for i in sampled:
                 reservoir = self._host.reservoirs[i]
@@ -526,7 +427,7 @@ class TorchScheduler(Readings):
         """A ``steps`` discovery's window is full: merge what the epoch saw so far (one sync)."""
         tallies = self._merge_epoch_so_far(log=_distributed.rank(self._group) == 0)
         if self._flushed is not None:
-            tallies = [_plus(a, b) for a, b in zip(self._flushed, tallies, strict=True)]
+            tallies = [a + b for a, b in zip(self._flushed, tallies, strict=True)]
         self._flushed = tallies
         self._start_epoch()
 
@@ -556,7 +457,7 @@ class TorchScheduler(Readings):
         Returns:
             ``{"format", "version", "names", "core", "epoch"}``.
         """
-        flushed = None if self._flushed is None else [_plain(t) for t in self._flushed]
+        flushed = None if self._flushed is None else [t.state() for t in self._flushed]
         return {
             "format": _FORMAT,
             "version": FORMAT_VERSION,
@@ -609,7 +510,9 @@ class TorchScheduler(Readings):
         flushed = epoch.data.get("flushed")
         if flushed is not None:
             items = epoch.items("flushed", len(self._names))
-            flushed = [_tally(x, f"{epoch.path}.flushed[{i}]") for i, x in enumerate(items)]
+            flushed = [
+                Tally.from_state(x, f"{epoch.path}.flushed[{i}]") for i, x in enumerate(items)
+            ]
         self._core.load_state_dict(core)
         self._devices = {}
         self._window_calls, self._flushed = window_calls, flushed
@@ -617,7 +520,7 @@ class TorchScheduler(Readings):
         if combined:
             items = epoch.items("tallies", len(self._names))
             for i, item in enumerate(items):
-                self._host.merge(i, _tally(item, f"{epoch.path}.tallies[{i}]"))
+                self._host.merge(i, Tally.from_state(item, f"{epoch.path}.tallies[{i}]"))
             self._host.rejects = epoch.integer("rejects")
             return
         self._host.load(epoch.child("host"))
@@ -669,9 +572,6 @@ class TorchScheduler(Readings):
                 f"TorchScheduler has no spec {name!r}; it has {list(self._names)}"
             ) from None
 
-    def _slot(self, name: str | None) -> int:
-        return self._index[self.spec(name).name]
-
     def _on_device(self, t: torch.Tensor) -> bool:
         mode = self._accumulate
         return mode == "device" or (mode == "auto" and t.device.type != "cpu")
@@ -721,32 +621,6 @@ class TorchScheduler(Readings):
         self._window_at = min(open_windows) if open_windows else None
         self._refresh_tensors()
 
-    @torch.no_grad()
-    def _refresh_tensors(self) -> None:
-        self._auto = [self.spec(n).scale == "auto" for n in self._names]
-        for (k, _, _), t in self._bounds.items():
-            t.fill_(self._schedulers[k].bound)
-        for (slot, _, _), params in self._params.items():
-            values = _numbers(self.spec(self._names[slot]))
-            for field, t in params.items():
-                t.fill_(values[field])
-
-
-def _where(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[Any, Any]:
-    dev = torch.device("cpu") if device is None else torch.device(device)
-    index: int | None = dev.index  # None for a bare "cuda" (torch's stubs say int)
-    if dev.type == "cuda" and index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    kind = torch.get_default_dtype() if dtype is None else dtype
-    if not torch.empty(0, dtype=kind).is_floating_point():
-        raise TypeError(f"TorchScheduler: dtype must be a floating dtype, got {kind}")
-    return dev, kind
-
-
-def _numbers(spec: ConstraintSpec) -> dict[str, float]:
-    values = {f: getattr(spec, f) for f in _FIELDS if getattr(spec, f) is not None}
-    return {f: math.inf if v == "auto" else float(v) for f, v in values.items()}
-
 
 def _check_tensor(t: torch.Tensor, what: str, *, element: bool = True) -> None:
     """A ValueError for a meta tensor or several values; a TypeError for a complex one."""
@@ -778,39 +652,3 @@ def _usable_device(saved: Reader) -> torch.device:
     except (RuntimeError, AssertionError):  # torch raises both for a device it lacks
         return torch.device("cpu")
     return device
-
-
-def _plain(t: Tally) -> dict[str, Any]:
-    counts = {k: getattr(t, k) for k in _TALLY[:3]}
-    return {
-        **counts,
-        **{k: encode_float(getattr(t, k)) for k in _TALLY[3:]},
-        "samples": list(t.samples),
-    }
-
-
-def _tally(data: Any, path: str) -> Tally:
-    r = Reader(data, path)
-    counts = [r.integer(k) for k in _TALLY[:3]]
-    try:
-        return Tally(
-            counts[0],
-            nonfinite=counts[1],
-            violations=counts[2],
-            **{k: r.number(k) for k in _TALLY[3:]},
-            samples=r.numbers("samples"),
-        )
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: {error}") from None
-
-
-def _plus(a: Tally, b: Tally) -> Tally:
-    """Two parts of one epoch's tally, for its report (samples are not kept)."""
-    return Tally(
-        a.count + b.count,
-        nonfinite=a.nonfinite + b.nonfinite,
-        violations=a.violations + b.violations,
-        maximum=max(a.maximum, b.maximum),
-        minimum=min(a.minimum, b.minimum),
-        total=a.total + b.total,
-    )

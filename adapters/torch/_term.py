@@ -219,44 +219,24 @@ class TorchConstraintTerm:
 
     def _main(self, main: Any, device: torch.device) -> torch.Tensor:
         """The step's main loss as a detached 0-d tensor on ``device``."""
+        owner = f"{self._owner} {self.core.name!r}"
         if not isinstance(main, torch.Tensor):
             return torch.as_tensor(F.main_loss(main, self._owner), dtype=torch.float64)
-        if main.is_complex() or not main.is_floating_point() or main.device.type == "meta":
-            raise TypeError(
-                f"{self._owner} {self.core.name!r}: main must be a real floating tensor with "
-                f"values, got dtype {main.dtype} on {main.device.type}"
-            )
-        if main.dim() > 1 or main.numel() == 0:
-            raise ValueError(
-                f"{self._owner} {self.core.name!r}: main must be the step's loss, a 0-d tensor "
-                f"or per-example losses of shape (batch,), got shape {tuple(main.shape)}"
-            )
-        loss = main.detach()
-        return (loss.mean() if loss.dim() == 1 else loss).to(device)
+        if main.device.type == "meta":
+            raise TypeError(f"{owner}: main must be a real floating tensor with values, not meta")
+        loss: torch.Tensor = F.array_main(main.detach(), owner)
+        return loss.to(device)
 
     def _reduce(self, value: Any) -> torch.Tensor:
         """The step's value per example, as a tensor (the batch mean of per-example values)."""
-        reduction, name = self.core.reduction, self.core.name
         if not isinstance(value, torch.Tensor):
-            number = F.per_example_mean(value, reduction, self._owner)
+            number = F.per_example_mean(value, self.core.reduction, self._owner)
             return torch.as_tensor(number, dtype=torch.get_default_dtype())
-        if value.is_complex() or not value.is_floating_point():
-            raise ValueError(
-                f"{self._owner} {name!r}: expected a real floating tensor, got dtype {value.dtype}"
-            )
+        owner = f"{self._owner} {self.core.name!r}"
         if value.device.type == "meta":
-            raise ValueError(f"{self._owner} {name!r}: got a meta tensor, which holds no values")
-        if value.dim() == 1 and value.numel() > 0:
-            return value.mean()
-        if value.dim() > 1 or value.numel() == 0:
-            raise ValueError(
-                f"{self._owner} {name!r}: expected one value per example, shape (batch,), got "
-                f"shape {tuple(value.shape)}; sum a per-dimension KL over its dimensions first "
-                "(kl.sum(dim=-1))"
-            )
-        if reduction != "mean":
-            F.per_example_mean(0.0, "none", self._owner)  # raises the core's message
-        return value
+            raise ValueError(f"{owner}: got a meta tensor, which holds no values")
+        reduced: torch.Tensor = F.array_value(value, self.core.reduction, owner)
+        return reduced
 
     def _state_for(self, x: torch.Tensor) -> F.ChanceState[torch.Tensor]:
         """The multiplier's numbers as 0-d tensors on ``x``'s device (moved there if need be)."""

@@ -31,7 +31,13 @@ Examples:
 
 from constraint_sched._accumulator import HostBooks
 from constraint_sched._counts import check_count
-from constraint_sched._inputs import REQUIRED, main_loss, per_example_mean
+from constraint_sched._inputs import (
+    REQUIRED,
+    array_main,
+    array_value,
+    main_loss,
+    per_example_mean,
+)
 from constraint_sched._reservoir import Reservoir
 from constraint_sched._tally import Tally
 from constraint_sched.functional._books import (
@@ -47,6 +53,7 @@ from constraint_sched.functional._books import (
     pack,
     reduce_packed,
     reject,
+    row_samples,
     tallies,
     to_state,
     unpack,
@@ -96,6 +103,8 @@ __all__ = [
     "Statistic",
     "StepPlan",
     "Tally",
+    "array_main",
+    "array_value",
     "chance_step",
     "check_count",
     "combine",
@@ -120,6 +129,7 @@ __all__ = [
     "quantile",
     "reduce_packed",
     "reject",
+    "row_samples",
     "sampler",
     "seed_for",
     "skip",

@@ -233,6 +233,29 @@ def tallies(
     return out, round(packed[where["rejects"]])
 
 
+def row_samples(
+    packed: Sequence[float], n: int, slots: Sequence[int]
+) -> dict[int, tuple[list[float], int]]:
+    """Each slot's sample from packed books followed by a sample of steps (rows of ``n`` values).
+
+    A row holds every slot's value of one kept step, NaN where the step had
+    no valid value of that slot, so a slot's non-NaN entries are a uniform
+    sample of its valid values.
+
+    Returns:
+        For each of ``slots``, its sampled values and the valid observations
+        they stand for (``count - nonfinite``), as `combine` takes them.
+    """
+    where, size = layout(n), sum(n if s.per_slot else 1 for s in SCHEMA)
+    rows = (len(packed) - size) // n
+    out = {}
+    for i in slots:
+        valid = round(packed[where["count"].start + i] - packed[where["nonfinite"].start + i])
+        values = [packed[size + r * n + i] for r in range(rows)]
+        out[i] = ([x for x in values if x == x], valid)  # x == x: not NaN
+    return out
+
+
 def to_state(books: Mapping[str, Any]) -> dict[str, Any]:
     """The books as strict-JSON data (host lists; non-finite floats as strings)."""
     out: dict[str, Any] = {}
