@@ -127,8 +127,11 @@ class HostBooks:
             return
         if x > row[6] or x < row[7]:
             row[2] += 1
-        if self.reservoirs is not None:
-            self.reservoirs[i].add(x)
+        if self.reservoirs is not None:  # Reservoir.add, inlined: most values only count
+            r = self.reservoirs[i]
+            r.count += 1
+            if r.count <= r._fill or r.count == r._next:
+                r.decide(x)
 
     def merge(self, i: int, tally: Tally) -> None:
         """Count a `Tally` of slot ``i``'s observations made elsewhere, as if added one by one.

@@ -124,7 +124,7 @@ def array_value(value: Any, reduction: Reduction, owner: str) -> Any:
 
 
 def array_main(main: Any, owner: str) -> Any:
-    """A step's main loss from an array of any namespace: a 0-d array (the mean of per-example ones).
+    """A step's main loss from an array of any namespace, as a 0-d array (a mean if per example).
 
     Raises:
         TypeError: Not a real floating array.

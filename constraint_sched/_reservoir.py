@@ -52,6 +52,11 @@ class Reservoir:
     def add(self, x: float) -> None:
         """Take one value (`constraint_sched.functional.offer`'s rule, inlined: the hot path)."""
         self.count += 1
+        if self.count < self._fill or self.count == self._next or self.count == self._fill:
+            self.decide(x)
+
+    def decide(self, x: float) -> None:
+        """Take the value just counted, which the sampler keeps: `add` without the count."""
         if self.count <= self._fill:  # every value so far is in the sample
             self.values.append(x)
             if self.count == self._fill:

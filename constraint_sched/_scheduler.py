@@ -366,8 +366,24 @@ class ConstraintScheduler(Readings):
                 when the scheduler has several specs.
             ValueError: A non-finite value with ``nonfinite="raise"``.
         """
-        # The dispatch is ordered for speed: this is the training loop's hot path. A
+        # The dispatch is ordered for speed: this is the training loop's hot path. Python
+        # floats need no conversion or check where nothing else is asked (`_plain`); a
         # value is converted inline; `_value` repeats the checks only to raise.
+        if self._plain and value is _MISSING:
+            kind = type(name_or_value)
+            if kind is float and self._single:
+                self._add(0, name_or_value)
+                return
+            if kind is dict:
+                index, items = self._index, name_or_value.items()  # type: ignore[union-attr]
+                for key, item in items:
+                    if type(item) is not float or key not in index:
+                        break  # the general path below refuses it, or converts it
+                else:
+                    add = self._add
+                    for key, item in items:
+                        add(index[key], item)
+                    return
         centre, raising = self._centre, self._raise_nonfinite
         if value is _MISSING:
             kind = type(name_or_value)
@@ -724,6 +740,8 @@ class ConstraintScheduler(Readings):
             specs = tuple(_with_bound(s, st.bound, self._cfg.side) for s in self._original)
         self._st, self._specs = st, specs
         self._in_window = window_open(self._cfg, st)
+        # Floats go straight to the books: no centre, NaN skipped, no window to check.
+        self._plain = not (self._centre is not None or self._raise_nonfinite or self._in_window)
         above, below = (st.bound, -math.inf) if self._cfg.side != "lower" else (math.inf, st.bound)
         n = len(self._names)
         self._books.limits([above] * n, [below] * n)
