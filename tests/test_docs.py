@@ -50,7 +50,7 @@ def _example_params() -> list[object]:
 
 
 # Optional packages an example may import (the extras); it is skipped where one is missing.
-_OPTIONAL = ("torch", "lightning", "cooper", "sklearn")
+_OPTIONAL = ("torch", "lightning", "cooper", "sklearn", "jax", "optax")
 
 
 def _missing_imports(script: Path) -> list[str]:
