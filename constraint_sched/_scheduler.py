@@ -372,7 +372,7 @@ class ConstraintScheduler(Readings):
         if self._plain and value is _MISSING:
             kind = type(name_or_value)
             if kind is float and self._single:
-                self._add(0, name_or_value)
+                self._add(0, name_or_value)  # type: ignore[arg-type]
                 return
             if kind is dict:
                 index, items = self._index, name_or_value.items()  # type: ignore[union-attr]
@@ -382,7 +382,7 @@ class ConstraintScheduler(Readings):
                 else:
                     add = self._add
                     for key, item in items:
-                        add(index[key], item)
+                        add(index[key], item)  # type: ignore[arg-type]
                     return
         centre, raising = self._centre, self._raise_nonfinite
         if value is _MISSING:

@@ -322,8 +322,11 @@ class Run:
         t = _distributed.all_reduce_sum(totals).tolist()  # every rank's steps
         steps = len(batches) * self.world
         accepted = max(steps - t[2], 1)
-        reject_rate, min_group = t[2] / steps, t[1] / accepted
+        min_group = t[1] / accepted
         self.schedulers.advance_epoch(tighten=self._may_tighten(min_group))
+        books = self.collection["kl"].last_epoch  # the epoch's books, across ranks
+        rejects = books.rejects if books is not None else int(t[2])
+        reject_rate = rejects / steps
         self._print_events()
         means = self.schedulers.last_means
         row: dict[str, Any] = {
@@ -337,7 +340,7 @@ class Run:
                 self.schedulers.last_tallies["kl_detail"].maximum,
             ),
             "reject_rate": reject_rate,
-            "rejects": int(t[2]),
+            "rejects": rejects,
             "steps": steps,
             "min_group": min_group,
             "loss": t[0] / accepted,

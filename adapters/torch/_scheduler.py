@@ -24,8 +24,9 @@ from constraint_sched import functional as F
 from constraint_sched.adapters.torch import _distributed
 from constraint_sched.adapters.torch._accumulate import DeviceBooks, upload
 from constraint_sched.adapters.torch._bound import bound_reading
+from constraint_sched.adapters.torch._legacy import load_combined, load_previous_device
 from constraint_sched.adapters.torch._tensors import BoundTensors
-from constraint_sched.state import FORMAT_VERSION, Reader, check_header, decode_float
+from constraint_sched.state import FORMAT_VERSION, Reader, check_header
 
 Accumulate = Literal["auto", "device", "host"]
 Observation = SupportsFloat | torch.Tensor
@@ -114,9 +115,6 @@ class TorchScheduler(BoundTensors, Readings):
         self._owner = [s for s in self._schedulers for _ in s.names]
         self._raising = [s.nonfinite == "raise" for s in self._owner]
         self._centres = [s.centre for s in self._owner]  # a "width" bound observes |x - centre|
-        # One spec object per slot for all epochs: a score passes every numeric field as a
-        # cached tensor and reads only the kind and steepness, which never change, so
-        # torch.compile's guards hold across epochs (see `score`).
         self._sample_size = max(s.discovery.reservoir for s in self._schedulers)
         config = json.dumps([s.state_dict()["config"] for s in self._schedulers], sort_keys=True)
         self._digest = zlib.crc32(config.encode())
@@ -518,16 +516,13 @@ class TorchScheduler(BoundTensors, Readings):
         self._window_calls, self._flushed = window_calls, flushed
         self._start_epoch()
         if combined:
-            items = epoch.items("tallies", len(self._names))
-            for i, item in enumerate(items):
-                self._host.merge(i, Tally.from_state(item, f"{epoch.path}.tallies[{i}]"))
-            self._host.rejects = epoch.integer("rejects")
+            load_combined(self._host, epoch)
             return
         self._host.load(epoch.child("host"))
         for k, item in enumerate(epoch.items("devices")):
             saved = Reader(item, f"{epoch.path}.devices[{k}]")
             if "stats" in saved.data:  # the previous release's layout: merged on the host
-                self._load_previous(saved)
+                load_previous_device(self._host, saved)
                 continue
             device = _usable_device(saved)
             if device in self._devices:
@@ -536,26 +531,6 @@ class TorchScheduler(BoundTensors, Readings):
                     f"be restored on {device}, which already holds another device's"
                 )
             self._books(device).load(saved)
-
-    def _load_previous(self, saved: Reader) -> None:
-        """A device's statistics as the previous release saved them, merged into the host books."""
-        rows, samples = saved.items("stats", 6), saved.items("samples")
-        for i in range(len(self._names)):
-            try:
-                stat = [
-                    decode_float(row[i], f"{saved.path}.stats[{r}][{i}]")
-                    for r, row in enumerate(rows)
-                ]
-                values = [
-                    decode_float(row[i], f"{saved.path}.samples", allow_nan=True) for row in samples
-                ]
-                tally = Tally(round(stat[0]), nonfinite=round(stat[1]), violations=round(stat[2]),
-                              total=stat[3], maximum=stat[4], minimum=-stat[5],
-                              samples=[v for v in values if v == v])  # fmt: skip
-            except (TypeError, ValueError, IndexError) as error:
-                raise ValueError(f"{saved.path}: {error}") from None
-            self._host.merge(i, tally)
-        self._host.rejects += round(saved.number("rejects"))
 
     # -- internals -------------------------------------------------------------------
 

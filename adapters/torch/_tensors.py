@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from constraint_sched import ConstraintScheduler, ConstraintSpec, Readings
+from constraint_sched import ConstraintSpec, Readings
 
 _FIELDS = ("lower", "upper", "healthy", "margin", "scale")
 
@@ -21,7 +21,6 @@ class BoundTensors(Readings):
     A mixin of the torch adapter's scheduler, over the readings of
     `constraint_sched.Readings`.
     """
-
 
     def _init_tensors(self) -> None:
         self._bounds: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
