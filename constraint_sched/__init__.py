@@ -51,6 +51,7 @@ from constraint_sched._tally import (
 )
 from constraint_sched._term import (
     ConstraintTerm,
+    TermReadings,
 )
 
 __version__ = "0.1.0"
@@ -81,4 +82,5 @@ __all__ = [
     "SqueezeSchedule",
     "Squeezed",
     "Tally",
+    "TermReadings",
 ]

@@ -501,3 +501,82 @@ class ConstraintTerm:
             f"{type(self).__name__}({self._name!r}, target={self._target!r}, "
             f"phase={self.phase.name}, bound={self.bound:.6g}, weight={self.weight:.4g})"
         )
+
+
+class TermReadings:
+    """What an adapter's term reads from the core `ConstraintTerm` it holds as ``core``.
+
+    The torch and JAX terms hold a core term (the scheduler, the multiplier
+    on the host, the epoch's lines) and run its step on their own arrays;
+    their readings are the core term's, written once here.
+
+    Examples:
+        >>> class MyTerm(TermReadings):
+        ...     def __init__(self) -> None:
+        ...         self.core = ConstraintTerm("kl", target=5.0, echo=False)
+        >>> MyTerm().phase.name, MyTerm().bound
+        ('DISCOVERY', inf)
+    """
+
+    core: ConstraintTerm
+    """The core term."""
+
+    @property
+    def name(self) -> str:
+        """The value's name."""
+        return self.core.name
+
+    @property
+    def target(self) -> float | Relative:
+        """The target, as given."""
+        return self.core.target
+
+    @property
+    def target_bound(self) -> float | None:
+        """The target as a bound (None before discovery for a `Relative` target)."""
+        return self.core.target_bound
+
+    @property
+    def reduction(self) -> Reduction:
+        """How the term reads its value: ``"none"`` (per example) or ``"mean"``."""
+        return self.core.reduction
+
+    @property
+    def scheduler(self) -> ConstraintScheduler:
+        """The scheduler that moves the bound."""
+        return self.core.scheduler
+
+    @property
+    def multiplier(self) -> ChanceMultiplier:
+        """The multiplier on the host (its numbers as of the last epoch end or sync)."""
+        return self.core.multiplier
+
+    @property
+    def settings(self) -> ChanceConstraint:
+        """The multiplier's settings."""
+        return self.core.settings
+
+    @property
+    def phase(self) -> Phase:
+        """The scheduler's phase."""
+        return self.core.phase
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch, 1-based."""
+        return self.core.epoch
+
+    @property
+    def bound(self) -> float:
+        """The bound in force (``inf`` while a ceiling is discovered, ``-inf`` for a floor)."""
+        return self.core.bound
+
+    @property
+    def last_epoch(self) -> EpochStats | None:
+        """What the last completed epoch saw, or None before the first one ends."""
+        return self.core.last_epoch
+
+    @property
+    def aim(self) -> float:
+        """The bound the value is being moved towards at this step of the epoch."""
+        return self.core.aim

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from constraint_sched import (
-    Backoff,
-    ChanceConstraint,
     ConstraintTerm,
-    DiscoveryPhase,
     Event,
-    HoldPhase,
     Phase,
     Relative,
     Tally,
+    TermReadings,
 )
 from constraint_sched import functional as F
 
@@ -57,14 +54,7 @@ class JaxTermState(NamedTuple):
     """The term's epoch when this state was made (`JaxConstraintTerm.epoch_end` checks it)."""
 
 
-def _read(attribute: str) -> Any:
-    """A property that reads the core term's ``attribute`` (with its docstring)."""
-    return property(
-        lambda self: getattr(self.core, attribute), doc=getattr(ConstraintTerm, attribute).__doc__
-    )
-
-
-class JaxConstraintTerm:
+class JaxConstraintTerm(TermReadings):
     """The core's `constraint_sched.ConstraintTerm` for JAX: a pytree state and a pure update.
 
     The same discovery, hold, squeeze and `constraint_sched.ChanceMultiplier`
@@ -98,19 +88,11 @@ class JaxConstraintTerm:
         target: The final ceiling (floor, with ``side="lower"``), per example:
             a number, or a `constraint_sched.Relative` fraction of what
             discovery finds.
-        side: ``"upper"`` (a ceiling) or ``"lower"`` (a floor).
-        squeeze_epochs: Epochs from the held ceiling to ``target``.
-        alpha: The largest share of an epoch's steps over the ceiling in force.
-        settings: The multiplier's `constraint_sched.ChanceConstraint`;
-            ``alpha`` overrides theirs.
-        discovery: How the ceiling is discovered (default: the max of epoch
-            1); neither a median or quantile nor ``steps=``.
-        hold: Epochs at the discovered ceiling (default 1).
-        backoff: Undo a squeeze after which too many steps were over (default: none).
-        reduction: ``"none"`` (per-example values) or ``"mean"``.
-        echo: Print each epoch's line and every event: True to standard
-            error, False or None for silence (the events still go to the
-            ``constraint_sched`` logger), or a function taking a line.
+        **options: The core term's other arguments, as for
+            `constraint_sched.ConstraintTerm`: ``side``, ``squeeze_epochs``,
+            ``alpha``, ``settings``, ``discovery`` (neither a median or
+            quantile nor ``steps=``: they cannot run under ``jax.jit``),
+            ``hold``, ``backoff``, ``reduction``, ``echo``.
 
     Raises:
         ValueError: A discovery that cannot run under ``jax.jit``, naming the
@@ -138,29 +120,9 @@ class JaxConstraintTerm:
         name: str = "kl",
         *,
         target: float | Relative,
-        side: Literal["upper", "lower"] = "upper",
-        squeeze_epochs: int = 4,
-        alpha: float | None = None,
-        settings: ChanceConstraint | None = None,
-        discovery: DiscoveryPhase | None = None,
-        hold: HoldPhase | None = None,
-        backoff: Backoff | None = None,
-        reduction: Literal["none", "mean"] = "none",
-        echo: bool | Callable[[str], None] | None = True,
+        **options: Any,
     ) -> None:
-        self.core = ConstraintTerm(
-            name,
-            target=target,
-            side=side,
-            squeeze_epochs=squeeze_epochs,
-            alpha=alpha,
-            settings=settings,
-            discovery=discovery,
-            hold=hold,
-            backoff=backoff,
-            reduction=reduction,
-            echo=echo,
-        )
+        self.core = ConstraintTerm(name, target=target, **options)
         """The core term: the scheduler, the multiplier on the host, the epoch's lines."""
         found = self.core.scheduler.discovery
         if found.statistic in ("median", "quantile"):
@@ -179,18 +141,6 @@ class JaxConstraintTerm:
         self._upper = self.core.multiplier.side == "upper"
         self._last_tally: Tally | None = None
         self._epoch_tally: Tally | None = None
-
-    name = _read("name")
-    target = _read("target")
-    target_bound = _read("target_bound")
-    reduction = _read("reduction")
-    scheduler = _read("scheduler")
-    multiplier = _read("multiplier")
-    settings = _read("settings")
-    phase = _read("phase")
-    epoch = _read("epoch")
-    bound = _read("bound")
-    last_epoch = _read("last_epoch")
 
     @property
     def weight(self) -> float:

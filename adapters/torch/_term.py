@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import array_api_compat
 import torch
 import torch.distributed as dist
 
 from constraint_sched import (
-    Backoff,
-    ChanceConstraint,
     ConstraintTerm,
-    DiscoveryPhase,
     Event,
-    HoldPhase,
     Phase,
     Relative,
+    TermReadings,
 )
 from constraint_sched import functional as F
 from constraint_sched.adapters.torch import _distributed
 from constraint_sched.adapters.torch._scheduler import Accumulate, TorchScheduler
 
 
-def _read(attribute: str) -> Any:
-    """A property that reads the core term's ``attribute`` (with its docstring)."""
-
-    def read(self: TorchConstraintTerm) -> Any:
-        return getattr(self.core, attribute)
-
-    read.__doc__ = getattr(ConstraintTerm, attribute).__doc__
-    return property(read)
-
-
-class TorchConstraintTerm:
+class TorchConstraintTerm(TermReadings):
     """The core's `constraint_sched.ConstraintTerm` on tensors, with no host sync per step.
 
     The same discovery, hold, squeeze and `constraint_sched.ChanceMultiplier`
@@ -58,23 +45,17 @@ class TorchConstraintTerm:
     accelerator), and the bound is agreed at `epoch_end`.
 
     Args:
-        name: The value's name (as for `constraint_sched.ConstraintTerm`, like
-            the arguments up to ``echo``).
+        name: The value's name.
         target: The bound to squeeze to: a number, or a `constraint_sched.Relative`.
-        side: ``"upper"`` (a ceiling) or ``"lower"`` (a floor).
-        squeeze_epochs: Epochs from the discovered bound to the target.
-        alpha: The largest share of an epoch's steps beyond the bound.
-        settings: The multiplier's `constraint_sched.ChanceConstraint`.
-        discovery: How the bound is discovered.
-        hold: How long it is held.
-        backoff: How a squeeze that hurts is relaxed.
-        reduction: ``"none"`` (per-example values) or ``"mean"``.
-        echo: Where the epoch lines go (True: standard error).
         accumulate: ``"auto"`` (the device path for accelerator tensors, host
             floats for CPU ones), ``"device"`` (0-d tensors and device books
             on every device, the CPU included) or ``"host"``; see `TorchScheduler`.
         process_group: The ``torch.distributed`` group whose ranks agree
             (None: the default group, when one is initialised).
+        **options: The core term's other arguments, as for
+            `constraint_sched.ConstraintTerm`: ``side``, ``squeeze_epochs``,
+            ``alpha``, ``settings``, ``discovery``, ``hold``, ``backoff``,
+            ``reduction``, ``echo``.
 
     Examples:
         >>> import torch
@@ -95,31 +76,11 @@ class TorchConstraintTerm:
         name: str = "kl",
         *,
         target: float | Relative,
-        side: Literal["upper", "lower"] = "upper",
-        squeeze_epochs: int = 4,
-        alpha: float | None = None,
-        settings: ChanceConstraint | None = None,
-        discovery: DiscoveryPhase | None = None,
-        hold: HoldPhase | None = None,
-        backoff: Backoff | None = None,
-        reduction: Literal["none", "mean"] = "none",
-        echo: bool | Callable[[str], None] | None = True,
         accumulate: Accumulate = "auto",
         process_group: Any = None,
+        **options: Any,
     ) -> None:
-        self.core = ConstraintTerm(
-            name,
-            target=target,
-            side=side,
-            squeeze_epochs=squeeze_epochs,
-            alpha=alpha,
-            settings=settings,
-            discovery=discovery,
-            hold=hold,
-            backoff=backoff,
-            reduction=reduction,
-            echo=echo,
-        )
+        self.core = ConstraintTerm(name, target=target, **options)
         """The core term: the scheduler, the multiplier on the host, the epoch's lines."""
         self._torch = TorchScheduler(
             self.core.scheduler, accumulate=accumulate, process_group=process_group
@@ -129,18 +90,6 @@ class TorchConstraintTerm:
         self._state: F.ChanceState[torch.Tensor] | None = None
         self._weight = self.core.weight
         self._weight_tensor: torch.Tensor | None = None
-
-    name = _read("name")
-    target = _read("target")
-    target_bound = _read("target_bound")
-    scheduler = _read("scheduler")
-    multiplier = _read("multiplier")
-    settings = _read("settings")
-    phase = _read("phase")
-    epoch = _read("epoch")
-    bound = _read("bound")
-    last_epoch = _read("last_epoch")
-    aim = _read("aim")
 
     @property
     def torch_scheduler(self) -> TorchScheduler:
