@@ -7,14 +7,11 @@ import importlib
 import importlib.util
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
@@ -27,8 +24,6 @@ from constraint_sched import (  # noqa: E402
     Relative,
 )
 from constraint_sched.adapters.jax import JaxConstraintTerm, JaxTermState  # noqa: E402
-
-EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "term_jax.py"
 
 Values = list[list[np.ndarray]]
 
@@ -115,55 +110,6 @@ def test_same_weights_events_and_bounds_as_the_core_term_in_x64(case: str) -> No
             assert term.weight == pytest.approx(core.multiplier.weight, rel=1e-9, abs=0.0)
         assert seen_known
         assert core.phase is Phase.CONVERGED
-
-
-@settings(max_examples=6, deadline=None)
-@given(
-    side=st.sampled_from(["upper", "lower"]),
-    levels=st.lists(st.floats(1.0, 50.0), min_size=3, max_size=5),
-    noise=st.floats(0.0, 0.3),
-    seed=st.integers(0, 2**16),
-)
-def test_numpy_torch_and_jax_terms_agree(
-    side: str, levels: list[float], noise: float, seed: int
-) -> None:
-    """The core's term on floats, the torch term's device path and the JAX term, in float64."""
-    options: dict[str, Any] = {
-        "side": side,
-        "target": Relative(0.5 if side == "upper" else 2.0),
-        "squeeze_epochs": 2,
-        "echo": None,
-    }
-    torch = None if importlib.util.find_spec("torch") is None else importlib.import_module("torch")
-    rng = np.random.default_rng(seed)
-    with jax.enable_x64(True):
-        core = ConstraintTerm("kl", **options)
-        term = JaxConstraintTerm("kl", **options)
-        step = jitted(term)
-        state = term.init()
-        if torch is not None:
-            from constraint_sched.adapters.torch import TorchConstraintTerm
-
-            tensors = TorchConstraintTerm("kl", accumulate="device", **options)
-            main = torch.tensor(3.0, dtype=torch.float64)
-        for level in levels:
-            for _ in range(15):
-                v = rng.normal(level, noise * level + 1e-3, size=8)
-                expected = core(v, main=3.0)
-                penalty, state = step(state, jnp.asarray(v), 3.0)
-                assert float(penalty) == pytest.approx(expected, rel=1e-9, abs=0.0)
-                if torch is not None:
-                    got = float(tensors(torch.tensor(v, dtype=torch.float64), main=main))
-                    assert got == pytest.approx(expected, rel=1e-9, abs=0.0)
-            expected_events = core.epoch_end()
-            state, events = term.epoch_end(state)
-            assert close(events, expected_events)
-            assert close(term.last_epoch, core.last_epoch)
-            assert close(term.bound, core.bound)
-            if torch is not None:
-                assert close(tensors.epoch_end(), expected_events)
-                assert close(tensors.last_epoch, core.last_epoch)
-                assert close(tensors.bound, core.bound)
 
 
 # -- under jax.jit --------------------------------------------------------------------------
@@ -439,19 +385,3 @@ def test_public_names_are_documented() -> None:
     assert adapter.__all__ == ["JaxConstraintTerm", "JaxTermState"]
     for name in adapter.__all__:
         assert (getattr(adapter, name).__doc__ or "").strip(), name
-
-
-def test_the_docs_example_trains_and_squeezes(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("optax")
-    pytest.importorskip("sklearn")
-    spec = importlib.util.spec_from_file_location("term_jax_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    term = module.main(epochs=6, squeeze_epochs=2)  # its own assertions hold on a short run
-    assert term.phase is Phase.CONVERGED
-    out = capsys.readouterr().out
-    assert "kl: discovered ceiling" in out
-    assert "kl: converged, ceiling" in out
-    assert "held-out reconstruction" in out
