@@ -115,7 +115,7 @@ def run_functional(epochs: list[list[Step]], side: str, xp: Any, jit: bool) -> l
     return out
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=15)
 @given(
     epochs=st.lists(accepted_steps, min_size=1, max_size=5),
     side=st.sampled_from(["upper", "lower"]),

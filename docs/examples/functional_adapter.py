@@ -19,10 +19,10 @@ term = ConstraintTerm("kl", target=Relative(0.5), squeeze_epochs=3)
 rng = np.random.default_rng(0)
 level, main = 12.0, 3.0
 
-for epoch in range(6):
+for _epoch in range(6):
     books = F.init(xp, 1)  # one slot: the KL
     state = F.ChanceState(*(np.asarray(v) for v in term.multiplier.state))
-    for step in range(60):
+    for _step in range(60):
         weight = float(F.weight(xp, state))  # the weight this step applies
         level += (12.0 / (1.0 + weight) ** 0.7 - level) / 2.0
         kl = xp.asarray(rng.normal(level, 0.3, size=32).mean())  # the batch's mean KL
