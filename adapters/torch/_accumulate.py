@@ -73,7 +73,11 @@ class DeviceBooks:
     ) -> None:
         """Count one step's values of ``slots``; with ``accepted`` (a 0-d bool), only if true."""
         self.touched = True
-        v = torch.stack([t.reshape(()) for t in values]).to(self.dtype)
+        if not all(t.dim() == 0 for t in values):
+            values = [t.reshape(()) for t in values]
+        v = torch.stack(values)  # under no_grad: no graph, whatever the inputs require
+        if v.dtype != self.dtype:
+            v = v.to(self.dtype)
         observed = self._mask(slots)
         if observed is not None:  # the slots this step did not observe have no value in it
             v = torch.full((self.n,), math.nan, dtype=self.dtype, device=self.device).index_copy(
@@ -84,9 +88,9 @@ class DeviceBooks:
                               observed=observed, accepted=accepted)  # fmt: skip
         if self.rows is not None:
             row, self.sampler = F.offer(self.sampler)
-            if row >= 0:
+            if row >= 0:  # in place: one row copied, where `F.write` would rewrite the table
                 keep = torch.isfinite(v) if accepted is None else torch.isfinite(v) & accepted
-                self.rows = F.write(xp, self.rows, row, torch.where(keep, v, math.nan))
+                self.rows[row] = torch.where(keep, v, math.nan)
 
     @torch.no_grad()
     def reject(self, flag: torch.Tensor) -> None:
