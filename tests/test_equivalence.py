@@ -115,7 +115,7 @@ def run_functional(epochs: list[list[Step]], side: str, xp: Any, jit: bool) -> l
     return out
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=12)
 @given(
     epochs=st.lists(accepted_steps, min_size=1, max_size=5),
     side=st.sampled_from(["upper", "lower"]),
@@ -193,7 +193,7 @@ def same(a: list[Any], b: list[Any]) -> None:
         assert ba == pytest.approx(bb, rel=1e-12) or (math.isinf(ba) and ba == bb)
 
 
-@settings(deadline=None, max_examples=8)  # each example compiles the JAX step anew
+@settings(deadline=None, max_examples=6)  # each example compiles the JAX step anew
 @given(epochs=term_epochs, side=st.sampled_from(["upper", "lower"]))
 def test_the_term_agrees_on_numpy_torch_and_jax(epochs: list[list[float]], side: str) -> None:
     expected = drive_core(epochs, side)
@@ -203,7 +203,7 @@ def test_the_term_agrees_on_numpy_torch_and_jax(epochs: list[list[float]], side:
         same(drive_jax(epochs, side), expected)
 
 
-@settings(deadline=None, max_examples=8)
+@settings(deadline=None, max_examples=6)
 @given(
     epochs=st.lists(
         st.lists(st.one_of(finite, special), min_size=1, max_size=12), min_size=2, max_size=4

@@ -57,7 +57,7 @@ from constraint_sched import (
 )
 
 MACHINE_SETTINGS = settings(
-    max_examples=200,
+    max_examples=150,
     stateful_step_count=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
