@@ -132,3 +132,14 @@ def test_the_host_namespace_and_numpy_give_the_same_chance_step() -> None:
     b = F.multiplier_step(xp, st_np, np.asarray(11.0), np.asarray(2.0), plan, settings)
     assert [float(v) for v in b] == pytest.approx(list(a), rel=1e-12)
     assert float(F.weight(xp, b)) == pytest.approx(F.weight(F.host, a), rel=1e-12)
+
+
+def test_the_normal_quantile_comes_from_the_adapter_that_registered_it() -> None:
+    class Elsewhere:
+        __name__ = "some.other.namespace"
+
+    with pytest.raises(TypeError, match="register_ndtri"):
+        F.ndtri(Elsewhere(), np.asarray(0.5))
+    F.register_ndtri("some.other.namespace", lambda p: p * 0.0 + 1.25)
+    assert F.ndtri(Elsewhere(), np.asarray(0.5)) == 1.25
+    assert float(F.ndtri(xp, np.asarray(0.975))) == pytest.approx(1.959964, rel=1e-6)

@@ -6,8 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import array_api_compat
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 from constraint_sched import (
@@ -21,6 +23,9 @@ from constraint_sched import (
 from constraint_sched import functional as F
 
 _OWNER = "JaxConstraintTerm"
+
+# The array API has no special functions: the multiplier's normal quantile is JAX's.
+F.register_ndtri(array_api_compat.array_namespace(jnp.zeros(0)).__name__, jax.scipy.special.ndtri)
 
 
 class JaxTermState(NamedTuple):

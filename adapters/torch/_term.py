@@ -21,6 +21,9 @@ from constraint_sched import functional as F
 from constraint_sched.adapters.torch import _distributed
 from constraint_sched.adapters.torch._scheduler import Accumulate, TorchScheduler
 
+# The array API has no special functions: the multiplier's normal quantile is torch's.
+F.register_ndtri(array_api_compat.array_namespace(torch.empty(0)).__name__, torch.special.ndtri)
+
 
 class TorchConstraintTerm(TermReadings):
     """The core's `constraint_sched.ConstraintTerm` on tensors, with no host sync per step.

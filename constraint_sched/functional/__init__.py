@@ -73,7 +73,13 @@ from constraint_sched.functional._chance import (
     plan_step,
     weight,
 )
-from constraint_sched.functional._namespace import HostNamespace, host, namespace, ndtri
+from constraint_sched.functional._namespace import (
+    HostNamespace,
+    host,
+    namespace,
+    ndtri,
+    register_ndtri,
+)
 from constraint_sched.functional._sampler import (
     Sampler,
     combine,
@@ -128,6 +134,7 @@ __all__ = [
     "plan_step",
     "quantile",
     "reduce_packed",
+    "register_ndtri",
     "reject",
     "row_samples",
     "sampler",

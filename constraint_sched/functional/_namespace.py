@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -88,21 +89,42 @@ def namespace(*values: Any) -> Any:
     return array_api_compat.array_namespace(*arrays) if arrays else host
 
 
+_NDTRI: dict[str, Callable[[Any], Any]] = {}
+
+
+def register_ndtri(namespace_name: str, function: Callable[[Any], Any]) -> None:
+    """Use ``function`` as the normal quantile (`ndtri`) for arrays of a namespace.
+
+    The array API has no special functions; an adapter registers its
+    framework's, so that the core never imports a framework: the torch
+    adapter registers ``torch.special.ndtri`` for ``"array_api_compat.torch"``,
+    the JAX adapter ``jax.scipy.special.ndtri`` for ``"jax.numpy"``.
+
+    Args:
+        namespace_name: The namespace's ``__name__``, as ``array_namespace`` returns it.
+        function: The elementwise normal quantile of that namespace's arrays.
+    """
+    _NDTRI[namespace_name] = function
+
+
 def ndtri(xp: Any, p: Any) -> Any:
     """The standard normal quantile of ``p`` in ``(0, 1)``, on ``xp``'s values.
 
-    The array API has no special functions: torch's and JAX's are used for
-    their arrays, Python's ``statistics`` for floats and numpy arrays.
+    Python's ``statistics`` on floats and numpy arrays; the function an
+    adapter registered (`register_ndtri`) for its framework's arrays.
+
+    Raises:
+        TypeError: Arrays of a namespace no adapter registered a quantile for.
     """
     if xp is host:
         return _NORMAL.inv_cdf(p)
-    if array_api_compat.is_torch_namespace(xp):
-        import torch
-
-        return torch.special.ndtri(p)
-    if array_api_compat.is_jax_namespace(xp):
-        import jax.scipy.special
-
-        return jax.scipy.special.ndtri(p)
+    function = _NDTRI.get(getattr(xp, "__name__", ""))
+    if function is not None:
+        return function(p)
+    if not array_api_compat.is_numpy_namespace(xp):
+        raise TypeError(
+            f"constraint_sched.functional.ndtri: no normal quantile for arrays of "
+            f"{getattr(xp, '__name__', xp)!r}; register one with register_ndtri"
+        )
     values = [_NORMAL.inv_cdf(float(v)) for v in xp.reshape(p, (-1,))]
     return xp.reshape(xp.asarray(values, dtype=p.dtype), p.shape)
