@@ -145,6 +145,15 @@ def test_replay_before_record_says_so() -> None:
         pytest.param([None], TypeError, "got NoneType None", id="none-in-list"),
         pytest.param(True, TypeError, "got bool True", id="bool"),
         pytest.param("meta", ValueError, "CPU or CUDA devices, got 'meta'", id="meta"),
+        # Strings torch reads as no device, and a negative index: torch's RuntimeError
+        # becomes the documented ValueError, naming the argument and the value.
+        pytest.param("tpu", ValueError, r"devices must be .*, got 'tpu'", id="tpu"),
+        pytest.param(
+            ["cpu", "tpu"], ValueError, r"devices must be .*, got 'tpu'", id="tpu-in-list"
+        ),
+        pytest.param("cuda:x", ValueError, r"devices must be .*, got 'cuda:x'", id="bad-index"),
+        pytest.param("", ValueError, r"devices must be .*, got ''", id="empty"),
+        pytest.param(-1, ValueError, r"devices must be .*, got -1", id="negative"),
     ],
 )
 def test_devices_are_checked_at_construction(devices: object, error: type, match: str) -> None:
@@ -156,6 +165,13 @@ def test_devices_are_checked_at_construction(devices: object, error: type, match
 def test_a_cuda_device_without_cuda_is_refused() -> None:
     with pytest.raises(ValueError, match="'cuda:0', but CUDA is not available"):
         SameNoise("cuda:0")
+
+
+@needs_cuda
+def test_a_cuda_index_torch_does_not_see_is_refused() -> None:
+    count = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=rf"'cuda:{count}', but torch sees {count} CUDA device"):
+        SameNoise(count)
 
 
 def test_the_cpu_generator_is_always_covered() -> None:

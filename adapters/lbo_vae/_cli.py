@@ -29,8 +29,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dataset", choices=("shapes", "digits", "folder"))
     train.add_argument("--data", help="a folder of PNG/JPEG images (implies --dataset folder)")
-    train.add_argument("--epochs", type=int)
+    train.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help="how many epochs the run trains in all; with --resume those the checkpoint has "
+        "done count too: N must be greater than them (equal: nothing to train, exit 0)",
+    )
     train.add_argument("--batch-size", type=int, dest="batch_size")
+    train.add_argument(
+        "--heldout",
+        type=int,
+        metavar="N",
+        help="how many images are held out of training and measured at each epoch's end, "
+        "1 or more (default: the config's heldout, 512); --data and --dataset digits need "
+        "at least N + batch size images",
+    )
     train.add_argument("--lr", type=float)
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--seed", type=int)
@@ -47,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         "--resume or --overwrite is given",
     )
     train.add_argument("--config", help="a TOML file of settings (see the docs' trainer page)")
-    train.add_argument("--resume", help="a checkpoint to continue from")
+    train.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="a checkpoint to continue from, up to --epochs in all (see --epochs)",
+    )
     train.add_argument(
         "--overwrite",
         action="store_true",
@@ -112,8 +130,14 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
     Raises:
         UsageError: A value of the wrong type (TrainConfig's `TypeError`,
-            which names the key, the value and the type it needs).
+            which names the key, the value and the type it needs), or a
+            ``--heldout`` below 1.
     """
+    if args.heldout is not None and args.heldout < 1:
+        raise UsageError(
+            f"--heldout must be 1 or more (the images held out of training to measure the "
+            f"model on), got {args.heldout}"
+        )
     try:
         config = load_config(args.config) if args.config else TrainConfig()
         dataset = "folder" if args.data is not None else args.dataset
@@ -122,6 +146,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             data=args.data,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            heldout=args.heldout,
             lr=args.lr,
             device=args.device,
             seed=args.seed,
@@ -170,7 +195,21 @@ def _train_run(args: argparse.Namespace, config: TrainConfig) -> int:
     run = Run(config, args.out, progress=not args.no_progress)
     say = print if run.main else _quiet  # one rank speaks for all
     if args.resume:
-        run.load(args.resume)
+        checkpoint = run.read_checkpoint(args.resume)  # read and checked whole; nothing written
+        done, epochs = checkpoint.epochs_done, _epochs(args, config)
+        if done > config.epochs:
+            raise UsageError(
+                f"{epochs} is below the {done} epochs checkpoint {args.resume!r} has done: "
+                f"--epochs counts every epoch of the run, those done included; pass --epochs "
+                f"greater than {done} to train more (--epochs {done + 1} trains one more)"
+            )
+        if done == config.epochs:
+            say(
+                f"lbo-vae: nothing to train: checkpoint {args.resume!r} has done {done} epochs, "
+                f"all that {epochs} asks for; pass --epochs greater than {done} to train more"
+            )
+            return 0
+        run.load(checkpoint)
         say(f"resumed from {args.resume} at epoch {run.epoch}")
     ranks = f" on each of {run.world} ranks" if run.world > 1 else ""
     say(
@@ -196,6 +235,15 @@ def _train_run(args: argparse.Namespace, config: TrainConfig) -> int:
         print(f"plots skipped: {error}")
     print(f"metrics: {out / METRICS}; checkpoint: {out / CHECKPOINT}")
     return 0
+
+
+def _epochs(args: argparse.Namespace, config: TrainConfig) -> str:
+    """Where the run's ``epochs`` came from, for a message: ``--epochs 3``, or the config's."""
+    if args.epochs is not None:
+        return f"--epochs {config.epochs}"
+    if args.config:
+        return f"epochs = {config.epochs} of --config {args.config} (no --epochs given)"
+    return f"the default of {config.epochs} epochs (no --epochs given)"
 
 
 def _quiet(*args: object) -> None:

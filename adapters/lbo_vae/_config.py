@@ -221,7 +221,10 @@ class TrainConfig:
 
     Raises:
         TypeError: A field's value has the wrong type.
-        ValueError: A field's value is out of range, or two fields disagree.
+        ValueError: A field's value is out of range, or two fields disagree
+            (``kl_lower`` must be below ``kl_healthy``, and every ``kl_table``
+            ceiling, or without a table ``kl_target``, above ``kl_lower``, the
+            KL floor).
 
     Examples:
         >>> TrainConfig(epochs=3).batch_size
@@ -284,6 +287,22 @@ class TrainConfig:
                 f"TrainConfig: kl_lower ({self.kl_lower}) must be below kl_healthy "
                 f"({self.kl_healthy})"
             )
+        # The KL ceiling bounds the KL goals from above and kl_lower from below: a squeeze
+        # that ends at or under the floor leaves no valid ceiling (the scheduler's own
+        # error names its internals, so the settings are checked here, by their keys).
+        if self.kl_table is None and not self.kl_target > self.kl_lower:
+            raise ValueError(
+                f"TrainConfig.kl_target must be above the KL floor kl_lower = {self.kl_lower}, "
+                f"got {self.kl_target}: the squeeze would take the KL ceiling to or under the "
+                "floor; raise kl_target or lower kl_lower"
+            )
+        for epoch, ceiling in (self.kl_table or {}).items():
+            if not ceiling > self.kl_lower:
+                raise ValueError(
+                    f"TrainConfig.kl_table[{epoch}] must be above the KL floor kl_lower = "
+                    f"{self.kl_lower}, got {ceiling}: a ceiling at or under the floor leaves "
+                    "the KL no room; raise it or lower kl_lower"
+                )
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` (None values are ignored: unset command-line options)."""

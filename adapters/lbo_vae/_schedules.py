@@ -66,7 +66,8 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
       its own.
 
     Raises:
-        ValueError: A KL goal is missing, or the squeeze does not suit the specs.
+        ValueError: A KL goal is missing, or the squeeze does not suit the specs
+            (``kl_target`` or ``kl_table`` is named).
     """
     by_name = {g.name: g for g in goals}
     missing = [n for n in KL_GOALS if n not in by_name]
@@ -77,16 +78,24 @@ def build_schedulers(goals: Sequence[Goal], config: TrainConfig) -> SchedulerCol
         if config.kl_table is not None
         else SqueezeSchedule.geometric(target=config.kl_target, epochs=config.kl_squeeze_epochs)
     )
-    schedulers = [
-        ConstraintScheduler(
+    discovery, hold = DiscoveryPhase(statistic="max"), HoldPhase(epochs=config.kl_hold)
+    backoff = Backoff(max_reject_rate=config.max_reject_rate, factor=1.0)
+    try:
+        kl = ConstraintScheduler(
             [by_name[n].spec for n in KL_GOALS],
-            discovery=DiscoveryPhase(statistic="max"),
-            hold=HoldPhase(epochs=config.kl_hold),
+            discovery=discovery,
+            hold=hold,
             squeeze=squeeze,
-            backoff=Backoff(max_reject_rate=config.max_reject_rate, factor=1.0),
+            backoff=backoff,
             name="kl",
         )
-    ]
+    except ValueError as error:  # TrainConfig checks the floor; this names the keys for the rest
+        key = "kl_table" if config.kl_table is not None else "kl_target"
+        raise ValueError(
+            f"TrainConfig.{key}={getattr(config, key)!r} (with kl_lower={config.kl_lower!r}, "
+            f"kl_hold={config.kl_hold!r}) gives the KL ceiling no valid schedule: {error}"
+        ) from None
+    schedulers = [kl]
     for goal in goals:
         if goal.name in CALIBRATED_BOXES:
             schedulers.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -105,7 +106,9 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
 
     Raises:
         ValueError: A fixed set would keep fewer than ``config.batch_size``
-            images to train on (``heldout`` is named); and what `load` raises.
+            images to train on: the message names ``heldout`` (``--heldout``)
+            and ``batch_size`` (``--batch-size``), the images found and how
+            many the split needs; and what `load` raises.
     """
     data = load(
         config.dataset,
@@ -117,14 +120,24 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
     if config.dataset == "shapes":
         held = shapes(config.heldout, image_size=config.image_size, seed=heldout_seed(config.seed))
         return data, held
-    try:
-        return split(data, config.heldout, seed=config.seed, min_train=config.batch_size)
-    except ValueError as error:
+    found, held, batch = len(data), config.heldout, config.batch_size
+    if found - held < batch:
+        where = f"the folder {config.data!r}" if config.dataset == "folder" else "digits"
+        fits = found - batch  # the most a held-out split may take at this batch size
+        advice = "give more images"
+        if fits >= 1:
+            advice = f"pass --heldout {fits} or less, or {advice}"
+        elif found >= 2:
+            advice = (
+                f"pass a --batch-size of at most {found - 1} and a --heldout that leaves one "
+                f"batch, or {advice}"
+            )
         raise ValueError(
-            f"TrainConfig.heldout={config.heldout} is too large for the {len(data)} images of "
-            f"{config.dataset!r}: fewer than one batch ({config.batch_size}) would remain to "
-            f"train on ({error})"
-        ) from None
+            f"TrainConfig.heldout={held} is too large for the {found} images of {where}: "
+            f"--heldout {held} held out and one batch of --batch-size {batch} to train on need "
+            f"at least {held + batch} images, {held + batch - found} more than found; {advice}"
+        )
+    return split(data, held, seed=config.seed, min_train=batch)
 
 
 def model_config(config: TrainConfig, channels: int) -> ModelConfig:
@@ -393,7 +406,7 @@ class Run:
         """Write a checkpoint atomically (a temporary file, then a rename)."""
         atomic_save(self.state_dict(), path)
 
-    def load(self, path: str | Path) -> None:
+    def load(self, path: str | Path | Checkpoint) -> None:
         """Continue from a checkpoint written by `save` (`lbo-vae train --resume`).
 
         The whole checkpoint is read and checked (its format, its settings,
@@ -402,16 +415,33 @@ class Run:
         ``metrics.jsonl`` rewritten from the checkpoint's history. A
         checkpoint that is refused leaves ``out`` as it was.
 
+        A checkpoint that has done as many epochs as ``config.epochs``, or
+        more, loads: `train` then trains nothing (``lbo-vae train`` says so,
+        or refuses it, before it loads it; see `read_checkpoint`).
+
+        Args:
+            path: The checkpoint file, or the `Checkpoint` that this run's
+                `read_checkpoint` returned (it is not read again).
+
         Raises:
             FileNotFoundError: No such file.
             IsADirectoryError: ``path`` is a folder.
-            ValueError: Not a checkpoint of this trainer (unreadable,
-                truncated, or lacking a part, each named), or one of a run
-                with another configuration (the differing keys are named;
-                only ``epochs``, ``device`` and ``out`` may change).
+            ValueError: Not a checkpoint of this trainer (unreadable, with
+                the reason, empty, truncated, or lacking a part, each named),
+                or one of a run with another configuration (the differing
+                keys are named; only ``epochs``, ``device`` and ``out`` may
+                change), or a `Checkpoint` read for other settings.
         """
-        file = Path(path)
-        state = self._read_checkpoint(file)
+        if isinstance(path, Checkpoint):
+            if path.config != self.config:
+                raise ValueError(
+                    f"checkpoint {str(path.file)!r} was read for a run of other settings: "
+                    "read it with this run's read_checkpoint, or pass its path"
+                )
+            file, state = path.file, path.state
+        else:
+            file = Path(path)
+            state = self._read_checkpoint(file)
         try:
             # The schedulers first: their load checks everything and changes nothing on error.
             self.schedulers.load_state_dict(state["schedulers"])
@@ -435,6 +465,23 @@ class Run:
         self.generator.set_state(rng["loader"].cpu())
         self._start_out()  # rows of epochs after the checkpoint go
 
+    def read_checkpoint(self, path: str | Path) -> Checkpoint:
+        """The checkpoint in ``path``, read and checked whole for this run, not loaded.
+
+        For a look at it before `load` (which takes what this returns, and
+        does not read the file again): ``lbo-vae train --resume`` reads how
+        many epochs it has done, to refuse an ``--epochs`` below them. Nothing
+        is loaded, and nothing is written.
+
+        Raises:
+            FileNotFoundError: No such file.
+            IsADirectoryError: ``path`` is a folder.
+            ValueError: Not a checkpoint of this trainer, or one of a run with
+                other settings (as `load`).
+        """
+        file = Path(path)
+        return Checkpoint(file=file, state=self._read_checkpoint(file), config=self.config)
+
     def _read_checkpoint(self, file: Path) -> dict[str, Any]:
         """The checkpoint in ``file``, checked whole for this run; nothing is loaded yet.
 
@@ -446,10 +493,17 @@ class Run:
             raise IsADirectoryError(f"checkpoint {name} is a folder, not a checkpoint file")
         if not file.is_file():
             raise FileNotFoundError(f"checkpoint {name} does not exist")
+        size = file.stat().st_size
+        if size == 0:
+            raise ValueError(
+                f"checkpoint {name} cannot be read: the file is empty (0 bytes), not a checkpoint"
+            )
         try:
             state = torch.load(file, map_location=self.device, weights_only=True)
         except Exception as error:  # torch raises several kinds for a corrupt file
-            raise ValueError(f"checkpoint {name} cannot be read: {error}") from None
+            raise ValueError(
+                f"checkpoint {name} cannot be read: {_unreadable(error)} ({size:,} bytes)"
+            ) from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{name} is not an lbo-vae checkpoint")
         _check_parts(state, CHECKPOINT_PARTS, f"checkpoint {name}")
@@ -671,6 +725,57 @@ def evaluate_heldout(
         "swap_structure": structure,
         "swap_appearance": appearance,
     }
+
+
+@attrs.frozen(eq=False)
+class Checkpoint:
+    """A checkpoint read and checked whole for a run (`Run.read_checkpoint`), not yet loaded.
+
+    Attributes:
+        file: The file it was read from.
+        state: What it holds (`Run.state_dict`'s parts).
+        config: The settings of the run it was checked for: `Run.load` takes
+            it only into a run of the same settings.
+    """
+
+    file: Path
+    state: dict[str, Any] = attrs.field(repr=False)
+    config: TrainConfig = attrs.field(repr=False)
+
+    @property
+    def epochs_done(self) -> int:
+        """How many epochs the run had trained when the checkpoint was written."""
+        return int(self.state["epoch"]) - 1
+
+
+def _unreadable(error: Exception) -> str:
+    """Why ``torch.load`` could not read a file: ``error`` on one line, without torch's advice.
+
+    torch's messages run over several lines and advise things that do not
+    apply here (loading with ``weights_only=False``, which would run code from
+    the file): this keeps what they say about the file.
+
+    Examples:
+        >>> _unreadable(EOFError())
+        'the file ends too early, torch says: EOFError'
+        >>> _unreadable(RuntimeError("failed reading zip archive: no end. An internal error."))
+        'it is truncated or corrupted, torch says: failed reading zip archive: no end'
+    """
+    text = " ".join(str(error).split())
+    kind = type(error).__name__
+    if isinstance(error, EOFError):
+        return f"the file ends too early, torch says: {kind}{': ' + text if text else ''}"
+    if isinstance(error, pickle.UnpicklingError):
+        detail = text
+        if "WeightsUnpickler error:" in text:  # the reason, between torch's advice
+            detail = text.split("WeightsUnpickler error:", 1)[1].split(" Check the ", 1)[0]
+        return (
+            f"it is not a torch checkpoint of tensors and plain data, torch says: {detail.strip()}"
+        )
+    first = text.split(". ", 1)[0].rstrip(".")
+    if "zip archive" in first:
+        return f"it is truncated or corrupted, torch says: {first}"
+    return f"{kind}: {first}" if first else kind
 
 
 def _quiet(message: str) -> None:

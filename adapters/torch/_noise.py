@@ -41,8 +41,10 @@ class SameNoise:
 
     Raises:
         TypeError: A device that is neither a ``torch.device``, a string nor an int.
-        ValueError: A device that is neither the CPU nor a CUDA device, or a
-            CUDA device while CUDA is not available.
+        ValueError: A device that is neither the CPU nor a CUDA device (a
+            string torch does not read as a device too, such as ``"tpu"``, and
+            a negative index), or a CUDA device while CUDA is not available or
+            whose index torch does not see.
 
     Examples:
         >>> import torch
@@ -80,7 +82,7 @@ class SameNoise:
                     "SameNoise: devices must be a torch.device, a str or an int (or an "
                     f"iterable of them), got {type(device).__name__} {device!r}"
                 )
-            dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+            dev = _device(device)
             if dev.type == "cpu":
                 continue
             if dev.type != "cuda":
@@ -92,6 +94,12 @@ class SameNoise:
                     f"SameNoise: devices names {str(dev)!r}, but CUDA is not available"
                 )
             index = torch.cuda.current_device() if dev.index is None else dev.index
+            count = torch.cuda.device_count()
+            if index >= count:
+                raise ValueError(
+                    f"SameNoise: devices names {str(dev)!r}, but torch sees {count} CUDA "
+                    f"device{'' if count == 1 else 's'} (indices 0 to {count - 1})"
+                )
             if index not in cuda:
                 cuda.append(index)
         self._cuda = tuple(cuda)
@@ -150,3 +158,23 @@ class SameNoise:
     def __repr__(self) -> str:
         names = [str(d) for d in self.devices]
         return f"SameNoise(devices={names}, recorded={self.recorded})"
+
+
+def _device(device: torch.device | str | int) -> torch.device:
+    """``device`` as a ``torch.device``; an int is a CUDA index.
+
+    Raises:
+        ValueError: A string torch does not read as a device (``"tpu"``,
+            ``"cuda:x"``, ``""``) or a negative index; the message names
+            ``devices`` and the value, where torch's own error is a
+            ``RuntimeError``.
+    """
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            "SameNoise: devices must be the CPU or CUDA devices ('cpu', 'cuda', 'cuda:1', "
+            f"an index of 0 or more), got {device!r}, which torch reads as no device ({error})"
+        ) from None
