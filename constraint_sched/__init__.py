@@ -20,6 +20,7 @@ from constraint_sched._events import (
     EpochStats,
     Event,
     Held,
+    Idle,
     Settled,
     Squeezed,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "EpochStats",
     "Event",
     "Held",
+    "Idle",
     "HoldPhase",
     "Phase",
     "Readings",

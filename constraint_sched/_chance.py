@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -451,6 +451,78 @@ def check_main_level(level: float, owner: str) -> None:
         )
 
 
+NumberRule = Callable[[ChanceState[float], ChanceConstraint, int, int], "str | None"]
+"""``rule(numbers, settings, steps, epoch_steps)``: the range a run keeps a number in, if broken."""
+
+
+def _log_range(settings: ChanceConstraint) -> tuple[float, float]:
+    """The controller's range of ``log(weight / (unit * first_weight))``."""
+    return (
+        math.log(settings.min_weight / settings.first_weight),
+        math.log(settings.max_weight / settings.first_weight),
+    )
+
+
+def _unscaled(name: str) -> NumberRule:
+    """A number that stays 0 until the bound appears (the weight unit is set then)."""
+
+    def rule(v: ChanceState[float], s: ChanceConstraint, steps: int, epoch: int) -> str | None:
+        return (
+            "0 before the bound is known (scaled = 0)"
+            if not v.scaled and getattr(v, name)
+            else None
+        )
+
+    return rule
+
+
+def _integral(v: ChanceState[float], s: ChanceConstraint, steps: int, epoch: int) -> str | None:
+    low, high = _log_range(s)
+    if not v.scaled:
+        return _unscaled("integral")(v, s, steps, epoch)
+    return None if low - 1e-9 <= v.integral <= high + 1e-9 else f"in [{low:g}, {high:g}]"
+
+
+def _log_weight(v: ChanceState[float], s: ChanceConstraint, steps: int, epoch: int) -> str | None:
+    if not v.scaled:
+        return _unscaled("log_weight")(v, s, steps, epoch)
+    low, high = _log_range(s)
+    relative = v.log_weight - v.log_unit - math.log(s.first_weight)
+    if low - 1e-9 <= relative <= high + 1e-9:
+        return None
+    return (
+        f"a weight within [min_weight, max_weight] = [{s.min_weight:g}, {s.max_weight:g}] "
+        "times the weight unit"
+    )
+
+
+NUMBER_RULES: dict[str, NumberRule] = {
+    "scaled": lambda v, s, steps, epoch: None if v.scaled in (0.0, 1.0) else "0 or 1",
+    "log_unit": _unscaled("log_unit"),
+    "integral": _integral,
+    "log_weight": _log_weight,
+    "main_level": lambda v, s, steps, epoch: (
+        "> 0 once scaled" if v.scaled == 1.0 and v.main_level <= 0 else None
+    ),
+    "last": lambda v, s, steps, epoch: None,  # any finite value
+    "jump": lambda v, s, steps, epoch: ">= 0" if v.jump < 0 else None,
+    "seen": lambda v, s, steps, epoch: (
+        None if v.seen == int(v.seen) and 0 <= v.seen <= steps else "an int <= steps"
+    ),
+    "track": _unscaled("track"),
+    "noise": lambda v, s, steps, epoch: (
+        ">= 0" if v.noise < 0 else _unscaled("noise")(v, s, steps, epoch)
+    ),
+    "overs": lambda v, s, steps, epoch: (
+        None if v.overs == int(v.overs) and 0 <= v.overs <= epoch else "an int <= epoch_steps"
+    ),
+}
+"""Every number of the multiplier's state and the range a run keeps it in (None: in range)."""
+
+if sorted(NUMBER_RULES) != sorted(ChanceState._fields):  # a new number needs its rule
+    raise RuntimeError(f"ChanceState {ChanceState._fields} but rules for {list(NUMBER_RULES)}")
+
+
 def read_state(
     state: Any, owner: str, settings: ChanceConstraint, side: Bound
 ) -> tuple[ChanceState[float], tuple[int, int, int], float]:
@@ -503,33 +575,15 @@ def read_state(
         counts.append(v)
     steps, epoch_steps, _ = counts
     last_aim = _state.decode_float(state["last_aim"], f"{where}['last_aim']")
-    low = math.log(settings.min_weight / settings.first_weight)
-    high = math.log(settings.max_weight / settings.first_weight)
-    v = values
-    problems = [
-        ("scaled", v["scaled"] not in (0.0, 1.0), "0 or 1"),
-        ("seen", v["seen"] != int(v["seen"]) or not 0 <= v["seen"] <= steps, "an int <= steps"),
-        ("jump", v["jump"] < 0, ">= 0"),
-        ("noise", v["noise"] < 0, ">= 0"),
-        ("integral", not low - 1e-9 <= v["integral"] <= high + 1e-9, f"in [{low:g}, {high:g}]"),
-        (
-            "overs",
-            v["overs"] != int(v["overs"]) or not 0 <= v["overs"] <= epoch_steps,
-            "an int <= epoch_steps",
-        ),
-        ("epoch_steps", epoch_steps > steps, "<= steps"),
-        ("main_level", v["scaled"] == 1.0 and v["main_level"] <= 0, "> 0 once scaled"),
-    ]
-    if v["scaled"] == 1.0:
-        rel = v["log_weight"] - v["log_unit"] - math.log(settings.first_weight)
-        problems.append(
-            ("log_weight", not low - 1e-9 <= rel <= high + 1e-9, "within the weight's range")
-        )
-    for key, bad, expected in problems:
-        if bad:
-            got = state[key] if key in state else v.get(key)
-            raise ValueError(f"{where}['{key}'] is out of range: expected {expected}, got {got!r}")
+    numbers = ChanceState(*(values[k] for k in ChanceState._fields))
+    for key, rule in NUMBER_RULES.items():
+        expected = rule(numbers, settings, steps, epoch_steps)
+        if expected is not None:
+            raise ValueError(
+                f"{where}['{key}'] is out of range: expected {expected}, got {state[key]!r}"
+            )
+    if epoch_steps > steps:
+        raise ValueError(f"{where}['epoch_steps'] is out of range: expected <= steps")
     if math.isnan(last_aim):
         raise ValueError(f"{where}['last_aim'] must not be NaN")
-    numbers = ChanceState(*(values[k] for k in ChanceState._fields))
     return numbers, (counts[0], counts[1], counts[2]), last_aim

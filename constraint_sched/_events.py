@@ -69,6 +69,13 @@ class Discovered(Event):
     value: float = attrs.field(default=0.0, kw_only=True)
     per_spec: Mapping[str, float] = attrs.field(factory=dict, kw_only=True)
     observations: int = attrs.field(default=0, kw_only=True)
+    clamped: bool = attrs.field(default=False, kw_only=True)
+    """Whether the statistic (with headroom) was no valid bound: the nearest valid one is used."""
+
+    @property
+    def level(self) -> str:
+        """``"warning"`` when the data gave no valid bound (`clamped`), else ``"info"``."""
+        return "warning" if self.clamped else "info"
 
     @property
     def kept(self) -> bool:
@@ -87,7 +94,17 @@ class Discovered(Event):
         return (
             f"{self.constraint}: discovered {self.bound_name} {_fmt(self.new)} "
             f"({self.statistic} {_fmt(self.value)} over {self.observations} observations"
-            f"{'; ' + parts if len(self.per_spec) > 1 else ''}); applies from epoch {self.epoch}"
+            f"{'; ' + parts if len(self.per_spec) > 1 else ''}{self._clamp_note}); applies from "
+            f"epoch {self.epoch}"
+        )
+
+    @property
+    def _clamp_note(self) -> str:
+        if not self.clamped:
+            return ""
+        return (
+            f"; no valid {self.bound_name} lies there, so the nearest one that keeps every spec "
+            "valid is used: check the sign and the units of the values observed"
         )
 
 
@@ -102,6 +119,33 @@ class DiscoveryExtended(Event):
     def message(self) -> str:
         """One line for a log."""
         return f"{self.constraint}: discovery extended into epoch {self.epoch}: {self.reason}"
+
+
+@attrs.frozen
+class Idle(Event):
+    """An epoch with no step (no observation, no rejection) ended: nothing moved.
+
+    A hold does not count it, a squeeze takes no step and cannot converge,
+    and a backoff still judges the last squeeze step at the next epoch with
+    steps. It usually means `advance_epoch` (or a term's ``epoch_end``) was
+    called twice for one epoch, or the steps were observed elsewhere.
+    """
+
+    kind: ClassVar[str] = "idle"
+
+    @property
+    def level(self) -> str:
+        """``"warning"``: an epoch without steps is most likely a mistake in the loop."""
+        return "warning"
+
+    @property
+    def message(self) -> str:
+        """One line for a log."""
+        return (
+            f"{self.constraint}: epoch {self.epoch - 1} saw no step (no observation, no "
+            f"rejection) and does not count: the {self.bound_name} stays at {_fmt(self.new)} "
+            f"in epoch {self.epoch}; was advance_epoch called twice?"
+        )
 
 
 @attrs.frozen

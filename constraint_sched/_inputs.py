@@ -33,6 +33,63 @@ def _real_array(value: Any, owner: str, what: str) -> np.ndarray[Any, Any]:
     return array.astype(np.float64)
 
 
+def _dtype_kind(dtype: Any) -> str:
+    """Numpy's kind letter of any framework's dtype: ``b``, ``i``, ``u``, ``f``, ``c`` or ``O``."""
+    try:
+        return str(np.dtype(dtype).kind)
+    except TypeError:  # torch's dtypes are not numpy's
+        name = str(dtype).rsplit(".", 1)[-1]
+        if name == "bool":
+            return "b"
+        for prefix, kind in (("complex", "c"), ("float", "f"), ("bfloat", "f"), ("half", "f")):
+            if name.startswith(prefix):
+                return kind
+        return "i" if "int" in name else "O"
+
+
+def real_number(value: Any, what: str, also: str = "") -> float:
+    """One observation as a float: the one input rule of every ``observe``.
+
+    Real numbers only: Python and numpy ints and floats, and one-element
+    arrays or tensors of a real dtype. Strings, bools, complex numbers,
+    None and object arrays are refused, though ``float()`` takes some of
+    them. NaN and infinities pass (the non-finite policy decides).
+
+    Args:
+        value: The value.
+        what: Says whose value it is, for the message.
+        also: What else the caller takes, for the message (e.g. ``" or a tensor"``).
+
+    Raises:
+        TypeError: Not a real number; the message names ``what`` and the type.
+
+    Examples:
+        >>> real_number(3, "x"), real_number(np.float32(0.5), "x")
+        (3.0, 0.5)
+        >>> real_number("5", "observation of 'kl'")
+        Traceback (most recent call last):
+        TypeError: observation of 'kl' must be a number, got '5' (str, not a real number)
+    """
+    kind = type(value)
+    if kind is float or kind is int:
+        return float(value)
+    dtype = getattr(value, "dtype", None)
+    refused = isinstance(value, (str, bytes, bool, complex, np.bool_)) or value is None
+    if dtype is not None and _dtype_kind(dtype) not in "iuf":
+        refused = True
+    if not refused:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    shown = type(value).__name__
+    if dtype is not None and str(dtype) != shown:
+        shown = f"{shown} of {dtype}"
+    raise TypeError(
+        f"{what} must be a number{also}, got {value!r:.60} ({shown}, not a real number)"
+    )
+
+
 def per_example_mean(value: Any, reduction: Reduction, owner: str) -> float:
     """The value of one step as the mean per example, checked against its declared form.
 
@@ -101,13 +158,13 @@ def array_value(value: Any, reduction: Reduction, owner: str) -> Any:
     ``reduction="mean"``, as a 0-d array of the value's own namespace.
 
     Raises:
-        ValueError: Not a real floating array, or the wrong shape (the
-            message says which shape is expected and why).
+        TypeError: Not a real floating array (bools, ints and complex numbers are refused).
+        ValueError: The wrong shape (the message says which shape is expected and why).
     """
     xp = array_api_compat.array_namespace(value)
     if not xp.isdtype(value.dtype, "real floating"):
-        raise ValueError(
-            f"{owner}: expected a real floating {_kind(value)}, got dtype {value.dtype}"
+        raise TypeError(
+            f"{owner}: the value must be a real floating {_kind(value)}, got dtype {value.dtype}"
         )
     size = math.prod(value.shape)
     if value.ndim == 1 and size > 0:

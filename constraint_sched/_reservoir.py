@@ -8,6 +8,8 @@ to one comparison.
 
 from __future__ import annotations
 
+import math
+
 from constraint_sched._state import Reader
 from constraint_sched.functional._sampler import (
     _MASK,
@@ -108,13 +110,21 @@ class Reservoir:
         """Restore what `state` wrote; ValueError naming the field if it is corrupt."""
         size = self.size
         values = data.numbers("values")
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise ValueError(
+                    f"{data.path}.values[{i}]: a sampled observation is finite, got {v!r}"
+                )
         count, following, w = data.integer("count"), data.integer("next"), data.number("w")
         fill = data.integer("fill")
         if fill not in (0, size):
             raise ValueError(f"{data.path}.fill: expected 0 or {size}, got {fill}")
         complete = len(values) == min(count, size)
         if not (complete if fill else len(values) <= min(count, size)):
-            raise ValueError(f"{data.path}: {count} observations but {len(values)} values")
+            raise ValueError(
+                f"{data.path}: {count} observations but {len(values)} values "
+                "(count and values disagree)"
+            )
         rng = data.data.get("rng")
         if not (isinstance(rng, str) and rng.isdigit() and int(rng) <= _MASK):
             raise ValueError(f"{data.path}.rng: expected a 64-bit integer string, got {rng!r}")

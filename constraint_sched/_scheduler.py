@@ -16,8 +16,10 @@ from constraint_sched import _state
 from constraint_sched._accumulator import HostBooks, Keep
 from constraint_sched._counts import check_count
 from constraint_sched._events import EpochStats, Event
+from constraint_sched._inputs import real_number
 from constraint_sched._names import find
 from constraint_sched._phases import Backoff, DiscoveryPhase, HoldPhase, Phase
+from constraint_sched._reachable import check_epoch_stats, check_reachable, read_fields
 from constraint_sched._readings import Readings
 from constraint_sched._reservoir import Reservoir, seed_for
 from constraint_sched._schedules import SqueezeSchedule
@@ -34,7 +36,6 @@ from constraint_sched._transitions import (
     EpochSummary,
     State,
     aggregate,
-    check_reachable,
     transition,
     upcoming,
     window_full,
@@ -124,6 +125,7 @@ class ConstraintScheduler(Readings):
         ['discovered', 'held']
         >>> sched.epoch, sched.phase, sched.bound
         (2, <Phase.HOLD: 2>, 42358.2)
+        >>> sched.observe({"kl_core": 30000.0, "kl_detail": 29000.0})  # an epoch counts with steps
         >>> _ = sched.advance_epoch(); sched.bound
         13000.0
     """
@@ -177,6 +179,7 @@ class ConstraintScheduler(Readings):
                 f"statistic={wrong!r} (every observation would violate it); use "
                 f"DiscoveryPhase(statistic={right!r}), 'median' or 'quantile'"
             )
+        initial = aggregate(side, [_own_bound(s, side) for s in spec_list])
         self._cfg = Config(
             name=name or "+".join(s.name for s in spec_list),
             side=side,
@@ -185,6 +188,7 @@ class ConstraintScheduler(Readings):
             squeeze=squeeze,
             backoff=backoff,
             valid_range=_valid_range(spec_list, side),
+            start=initial,
         )
         if squeeze is not None:
             _check_squeeze(self._cfg, spec_list, squeeze)
@@ -195,7 +199,6 @@ class ConstraintScheduler(Readings):
         self._callbacks: list[Callback] = list(callbacks)
         self._raise_nonfinite = nonfinite == "raise"
         self._nonfinite_policy: NonFinite = nonfinite
-        initial = aggregate(side, [_own_bound(s, side) for s in spec_list])
         self._books = HostBooks(len(self._names))
         """The epoch's statistics (the discovery window's extremes of earlier epochs: _window)."""
         self._add = self._books.add  # records a checked observation: the hot path's last call
@@ -395,10 +398,7 @@ class ConstraintScheduler(Readings):
                     i = index.get(key)
                     if i is None:
                         i = self._lookup(key)
-                    try:
-                        x = float(item)
-                    except (TypeError, ValueError):
-                        x = self._value(i, item)  # raises, naming the value
+                    x = item if type(item) is float else self._value(i, item, centre=False)
                     if centre is not None:
                         x = abs(x - centre)
                     if raising and x - x != 0.0:
@@ -421,10 +421,7 @@ class ConstraintScheduler(Readings):
             i = self._index.get(name_or_value)  # type: ignore[arg-type]
             if i is None:
                 i = self._lookup(name_or_value)
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            x = self._value(i, value)  # raises, naming the value
+        x = value if type(value) is float else self._value(i, value, centre=False)
         if centre is not None:
             x = abs(x - centre)
         if raising and x - x != 0.0:
@@ -448,20 +445,19 @@ class ConstraintScheduler(Readings):
         if self._in_window:
             self._check_window(log=True)
 
-    def _value(self, i: int, value: SupportsFloat) -> float:
+    def _value(self, i: int, value: SupportsFloat, *, centre: bool = True) -> float:
         """An observation of slot ``i`` as the float recorded (a distance for a ``"width"`` bound).
 
+        With ``centre=False``, the real number only: no distance, no non-finite check.
+
         Raises:
-            TypeError: ``float()`` does not accept it.
+            TypeError: Not a real number (`constraint_sched.functional.real_number`).
             ValueError: It is NaN or infinite and ``nonfinite="raise"``.
         """
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"ConstraintScheduler {self.name!r}: observation of {self._names[i]!r} must be a "
-                f"number, got {value!r}"
-            ) from None
+        what = f"ConstraintScheduler {self.name!r}: observation of {self._names[i]!r}"
+        x = real_number(value, what)
+        if not centre:
+            return x
         if self._centre is not None:
             x = abs(x - self._centre)
         if x - x != 0.0 and self._raise_nonfinite:  # NaN or infinite
@@ -638,20 +634,7 @@ class ConstraintScheduler(Readings):
             )
         r = _state.Reader(state_dict, path).child("state")
         n = len(self._names)
-        st = State(
-            epoch=r.integer("epoch", least=1),
-            phase=r.member("phase", Phase),
-            bound=r.number("bound"),
-            discovered=r.optional_number("discovered"),
-            data_epochs=r.integer("data_epochs"),
-            previous_statistic=r.optional_number("previous_statistic"),
-            hold_left=r.integer("hold_left"),
-            step=r.integer("step"),
-            wait=r.integer("wait"),
-            before_squeeze=r.optional_number("before_squeeze"),
-            fresh_squeeze=r.flag("fresh_squeeze"),
-            settle_to=r.optional_number("settle_to") if "settle_to" in r.data else None,
-        )
+        st = State(**read_fields(State, r, optional=("settle_to",)))
         check_reachable(self._cfg, st, f"{path}.state")
         mode = self._mode_for(st)
         reservoirs: list[Reservoir] = []
@@ -663,30 +646,34 @@ class ConstraintScheduler(Readings):
                 reservoirs.append(reservoir)
         else:
             window = r.numbers("window", n)
+            empty = self._window_start(mode)
+            for i, v in enumerate(window):
+                if not (math.isfinite(v) or v == empty):
+                    raise ValueError(
+                        f"{path}.state.window[{i}]: an extreme of observations is finite "
+                        f"({empty!r} before any), got {v!r}"
+                    )
         counts = r.integers("counts", n)
-        last = None
         if "last_epoch" not in r.data:
             raise ValueError(
                 f"{path}.state: missing key 'last_epoch' (null before the first epoch's end)"
             )
+        last = None
         if r.data["last_epoch"] is not None:
             e = r.child("last_epoch")
-            last = EpochStats(
-                epoch=e.integer("epoch", least=1),
-                phase=e.member("phase", Phase),
-                bound=e.number("bound"),
-                steps=e.integer("steps"),
-                rejects=e.integer("rejects"),
-                observations=e.integer("observations"),
-                nonfinite=e.integer("nonfinite"),
-                violations=e.integer("violations"),
-            )
+            last = EpochStats(**read_fields(EpochStats, e))
+            check_epoch_stats(last, e.path)
         window_observations = r.integer("window_observations")
         nonfinite, violations, rejects = (
             r.integer("nonfinite"),
             r.integer("violations"),
             r.integer("rejects"),
         )
+        if nonfinite + violations > sum(counts):
+            raise ValueError(
+                f"{path}.state: nonfinite ({nonfinite}) and violations ({violations}) are more "
+                f"observations than the {sum(counts)} counted (counts)"
+            )
         # Everything read and checked: commit.
         self._commit(st)
         self._mode = mode

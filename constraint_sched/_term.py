@@ -424,6 +424,8 @@ class ConstraintTerm:
         discovering = stats.phase is Phase.DISCOVERY
         bound = "discovering" if discovering else f"bound {stats.bound:.4g}"
         over = "" if discovering else f", {stats.violation_rate:.1%} of steps over it"
+        if not stats.steps + stats.rejects:
+            over = ", no steps"
         return (
             f"{self._name}: epoch {stats.epoch} ({stats.phase.name.lower()}) {bound}{over}, "
             f"weight {self._multiplier.weight:.4g}; next bound {self.bound:.4g}"
@@ -489,6 +491,14 @@ class ConstraintTerm:
             )
         multiplier = ChanceMultiplier(self._settings, side=self._side)
         multiplier.load_state_dict(state["multiplier"])
+        if weight and not _reachable_weight(multiplier, float(weight)):
+            settings = multiplier.settings
+            raise ValueError(
+                f"{self._owner}.load_state_dict: state['weight'] is {weight!r}, which the "
+                f"multiplier never applies: 0 while discovering, else within [min_weight, "
+                f"max_weight] = [{settings.min_weight:g}, {settings.max_weight:g}] times the "
+                f"weight unit {multiplier.unit:.6g}"
+            )
         if counts["steps"] != multiplier.epoch_steps:
             raise ValueError(
                 f"{self._owner}.load_state_dict: state['steps'] is {counts['steps']}, but the "
@@ -580,3 +590,12 @@ class TermReadings:
     def aim(self) -> float:
         """The bound the value is being moved towards at this step of the epoch."""
         return self.core.aim
+
+
+def _reachable_weight(multiplier: ChanceMultiplier, weight: float) -> bool:
+    """Whether a run of ``multiplier`` applies ``weight`` (a positive one) at some step."""
+    if not multiplier.state.scaled:
+        return False
+    settings, unit = multiplier.settings, multiplier.unit
+    low, high = unit * settings.min_weight, unit * settings.max_weight
+    return low * (1 - 1e-9) <= weight <= high * (1 + 1e-9)

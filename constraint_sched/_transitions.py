@@ -24,6 +24,7 @@ from constraint_sched._events import (
     EpochStats,
     Event,
     Held,
+    Idle,
     Settled,
     Squeezed,
 )
@@ -45,6 +46,8 @@ class Config:
     backoff: Backoff | None
     valid_range: tuple[float, float]
     """The closed interval of bounds that give every spec a valid spec."""
+    start: float = math.inf
+    """The bound in force during discovery: the specs' own (the loosest of them)."""
 
     @property
     def first_squeeze_epoch(self) -> int:
@@ -143,6 +146,13 @@ def transition(cfg: Config, st: State, seen: EpochSummary) -> Outcome:
     if st.settle_to is not None:
         settled.append(Settled(**base, old=st.bound, new=st.settle_to))
         st = attrs.evolve(st, bound=st.settle_to, settle_to=None)
+    stats = seen.stats
+    if st.phase in (Phase.HOLD, Phase.SQUEEZE) and stats.steps + stats.rejects == 0:
+        # No data: no hold epoch counted, no squeeze step, no convergence, nothing judged.
+        return attrs.evolve(st, epoch=st.epoch + 1), [
+            *settled,
+            Idle(**base, old=st.bound, new=st.bound),
+        ]
     new, events = TRANSITIONS[st.phase](cfg, st, seen, base)
     return new, settled + events
 
@@ -214,8 +224,12 @@ def _discovery(cfg: Config, st: State, seen: EpochSummary, base: Base) -> Outcom
     """Discovery: extend it, or end it with the bound found (hold, squeeze or converge)."""
     d, nxt = cfg.discovery, st.epoch + 1
     events: list[Event] = []
+    if d.statistic == "given" and seen.stats.steps + seen.stats.rejects == 0:
+        reason = f"no step in epoch {st.epoch}"
+        events.append(DiscoveryExtended(**base, old=st.bound, new=st.bound, reason=reason))
+        return attrs.evolve(st, epoch=nxt), events
     if d.statistic == "given":
-        # The specs' own bound, kept: discovery only counts its epochs.
+        # The specs' own bound, kept: discovery only counts its epochs (with steps).
         if st.data_epochs + 1 < d.epochs:
             return attrs.evolve(st, epoch=nxt, data_epochs=st.data_epochs + 1), events
         seen = attrs.evolve(seen, statistic=st.bound, per_spec={})
@@ -317,7 +331,8 @@ def _discovered(
     provisional headroom (a discovery ending inside its epoch).
     """
     assert seen.statistic is not None
-    found = cfg.nearest_valid(cfg.widen(seen.statistic))
+    widened = cfg.widen(seen.statistic)
+    found = cfg.nearest_valid(widened)
     target = cfg.target(found)
     early = target is not None and cfg.at_or_past(found, target)
     applied = found
@@ -334,6 +349,7 @@ def _discovered(
             value=seen.statistic,
             per_spec=dict(seen.per_spec),
             observations=seen.window_observations,
+            clamped=found != widened and cfg.discovery.statistic != "given",
         )
     ]
     st = attrs.evolve(
@@ -388,53 +404,6 @@ def _squeeze(
         events.append(Converged(**base, old=new, new=new))
         st = attrs.evolve(st, phase=Phase.CONVERGED, fresh_squeeze=False)
     return st, events
-
-
-def check_reachable(cfg: Config, st: State, path: str) -> None:
-    """A ValueError naming the field (under ``path``) if no run of `TRANSITIONS` reaches ``st``.
-
-    For a loaded state: the phase's own fields in range, its bound finite
-    and valid for every spec, a converged bound at the target.
-    """
-    low, high = cfg.valid_range
-    if st.phase is not Phase.DISCOVERY:
-        if not math.isfinite(st.bound):
-            raise ValueError(
-                f"{path}.bound: a {st.phase.name} bound must be finite, got {st.bound}"
-            )
-        if not low <= st.bound <= high:
-            raise ValueError(
-                f"{path}.bound: {st.bound!r} lies outside [{low!r}, {high!r}], the {cfg.side} "
-                f"bounds that leave every spec of {cfg.name!r} valid"
-            )
-    if st.settle_to is not None and not low <= st.settle_to <= high:
-        raise ValueError(
-            f"{path}.settle_to: {st.settle_to!r} lies outside [{low!r}, {high!r}], the "
-            f"{cfg.side} bounds that leave every spec of {cfg.name!r} valid"
-        )
-    squeeze = cfg.squeeze
-    if st.phase is not Phase.DISCOVERY and st.discovered is None:
-        raise ValueError(f"{path}.discovered: a {st.phase.name} state has a discovered bound")
-    target = cfg.target(st.discovered)
-    if st.phase is Phase.CONVERGED and squeeze is not None and st.bound != target:
-        raise ValueError(
-            f"{path}.bound: a CONVERGED bound is the squeeze's target {target!r}, got {st.bound!r}"
-        )
-    most = cfg.hold.epochs + 1  # a steps discovery holds the rest of its epoch too
-    if st.phase is Phase.HOLD and not 1 <= st.hold_left <= most:
-        raise ValueError(
-            f"{path}.hold_left: a HOLD of {cfg.hold.epochs} epochs has 1 to {most} epochs "
-            f"left, got {st.hold_left}"
-        )
-    if st.phase is not Phase.HOLD and st.hold_left != 0:
-        raise ValueError(
-            f"{path}.hold_left: only a HOLD has epochs left, got {st.hold_left} in {st.phase.name}"
-        )
-    cooldown = cfg.backoff.cooldown if cfg.backoff is not None else 0
-    if st.wait > cooldown:
-        raise ValueError(
-            f"{path}.wait: at most the backoff's cooldown ({cooldown}) epochs, got {st.wait}"
-        )
 
 
 def upcoming(cfg: Config, st: State) -> float:

@@ -9,6 +9,7 @@ from constraint_sched import (
     ConstraintScheduler,
     ConstraintSpec,
     Discovered,
+    DiscoveryExtended,
     DiscoveryPhase,
     HoldPhase,
     Phase,
@@ -33,13 +34,31 @@ def test_a_given_bound_is_kept_through_discovery_with_or_without_observations() 
     assert sched.bound == 0.4
     sched.observe(5.0)  # far above the scale: a discovering max would take it
     assert sched.advance_epoch() == []
-    assert sched.advance_epoch() == []  # an epoch with no observation counts too
+    sched.reject()  # a rejected step: an epoch with no observation counts too
+    assert sched.advance_epoch() == []
+    sched.observe(0.05)
     events = sched.advance_epoch()
     assert isinstance(events[0], Discovered)
     assert events[0].new == 0.4
     assert events[0].message == "inactive: kept the given ceiling 0.4; applies from epoch 4"
     assert sched.phase is Phase.SQUEEZE
     assert sched.bound == pytest.approx(0.38)  # the adaptive squeeze's first step
+
+
+def test_an_epoch_without_a_step_does_not_count_towards_a_given_discovery() -> None:
+    sched = tightened(epochs=2)
+    sched.observe(0.05)
+    assert sched.advance_epoch() == []
+    (extended,) = sched.advance_epoch()  # no observation and no rejection
+    assert isinstance(extended, DiscoveryExtended)
+    assert (extended.old, extended.new, extended.epoch) == (0.4, 0.4, 3)
+    assert extended.reason == "no step in epoch 2"
+    assert (sched.phase, sched.bound, sched.epoch) == (Phase.DISCOVERY, 0.4, 3)
+    sched.observe(0.05)
+    events = sched.advance_epoch()  # the second epoch with a step ends discovery
+    assert isinstance(events[0], Discovered)
+    assert events[0].message == "inactive: kept the given ceiling 0.4; applies from epoch 4"
+    assert sched.bound == pytest.approx(0.38)
 
 
 def test_a_given_bound_is_tightened_and_backed_off_like_a_discovered_one() -> None:
@@ -56,12 +75,14 @@ def test_a_given_bound_is_tightened_and_backed_off_like_a_discovered_one() -> No
 
 def test_a_given_bound_restores_from_a_state_dict_mid_discovery() -> None:
     sched = tightened(epochs=3)
+    sched.observe(0.05)
     sched.advance_epoch()
     clone = tightened(epochs=3)
     clone.load_state_dict(sched.state_dict())
     for s in (sched, clone):
-        s.advance_epoch()
-        s.advance_epoch()
+        for _ in range(2):
+            s.observe(0.05)  # each epoch counts only with a step
+            s.advance_epoch()
     assert clone.bound == sched.bound == pytest.approx(0.38)
 
 
@@ -88,10 +109,13 @@ def test_tighten_false_holds_a_squeeze_step_back_until_the_caller_allows_it() ->
     sched.advance_epoch(tighten=False)  # discovered; the first squeeze waits
     assert sched.phase is Phase.SQUEEZE
     assert sched.bound == 1000.0
+    sched.observe(5.0)  # each epoch gets a step well inside the bound: it counts
     sched.advance_epoch(tighten=False)
     assert sched.bound == 1000.0
+    sched.observe(5.0)
     sched.advance_epoch()
     assert sched.bound == pytest.approx(100.0)  # the first step, not a skipped one
+    sched.observe(5.0)
     sched.advance_epoch()
     assert sched.bound == pytest.approx(10.0)
     assert sched.phase is Phase.CONVERGED
@@ -100,9 +124,13 @@ def test_tighten_false_holds_a_squeeze_step_back_until_the_caller_allows_it() ->
 def test_a_collection_tightens_only_the_schedulers_it_is_told() -> None:
     collection = SchedulerCollection([geometric(), tightened(epochs=1)])
     collection["kl"].observe(1000.0)
+    collection["inactive"].observe(0.05)
     collection.advance_epoch(tighten={"kl"})
     assert collection["kl"].bound == pytest.approx(100.0)
     assert collection["inactive"].bound == 0.4  # kept, not tightened
+    assert collection["inactive"].phase is Phase.SQUEEZE
+    collection["kl"].observe(5.0)  # steps in both: the held-back epoch counts
+    collection["inactive"].observe(0.05)
     collection.advance_epoch(tighten=False)
     assert collection["kl"].bound == pytest.approx(100.0)
     assert collection["inactive"].bound == 0.4

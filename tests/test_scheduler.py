@@ -269,6 +269,7 @@ def test_shared_specs_share_one_bound_and_keep_their_own_fields() -> None:
     sched.observe({"a": 5000.0, "b": 6000.0})
     feed(sched, [])
     assert (sched.spec("a").upper, sched.spec("b").margin) == (6000.0, 6000.0)
+    sched.observe({"a": 1000.0, "b": 1000.0})  # the held epoch counts only with a step
     feed(sched, [])
     assert (sched.spec("a").upper, sched.spec("b").margin) == (2000.0, 2000.0)
     assert sched.spec("a").healthy == pytest.approx(2000.0 - 0.1 * 1900.0)
@@ -386,8 +387,8 @@ def test_geometric_from_a_bound_of_the_other_sign_moves_linearly_and_warns_once(
     sched = ConstraintScheduler(spec, squeeze=SqueezeSchedule.geometric(target=-5.0, epochs=3))
     feed(sched, [10.0])  # discovered 10: no factor takes 10 to -5
     with caplog.at_level(logging.INFO, logger="constraint_sched"):
-        first = sched.advance_epoch()  # the hold ends: the first squeeze step
-        later = [sched.advance_epoch() for _ in range(2)]
+        first = feed(sched, [-100.0])  # the hold ends: the first squeeze step
+        later = [feed(sched, [-100.0]) for _ in range(2)]
     (squeezed,) = [e for e in first if isinstance(e, Squeezed)]
     assert squeezed.new == 5.0  # 10 + (-5 - 10) / 3
     assert squeezed.level == "warning"

@@ -50,6 +50,7 @@ from constraint_sched import (
     Event,
     Held,
     HoldPhase,
+    Idle,
     Phase,
     SchedulerCollection,
     Squeezed,
@@ -96,6 +97,17 @@ def state_json(obj: ConstraintScheduler | SchedulerCollection) -> str:
     return json.dumps(obj.state_dict(), allow_nan=False, sort_keys=True)
 
 
+@attrs.frozen
+class IdleBoundary:
+    """The last epoch boundary, when the epoch saw no step in a hold or a squeeze."""
+
+    before: dict[str, Any]
+    """The scheduler's ``state_dict()["state"]`` just before `advance_epoch`."""
+    after: dict[str, Any]
+    """The same just after."""
+    events: list[Event]
+
+
 class SchedulerMachine(RuleBasedStateMachine):
     """Random use of one scheduler, with JSON-restored clones that must never diverge from it."""
 
@@ -118,6 +130,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.last_backoff: BackedOff | None = None
         self.retried = True
         self.expected_rate = 0.0
+        self.last_boundary: IdleBoundary | None = None
         self._new_epoch()
 
     def _new_epoch(self) -> None:
@@ -208,7 +221,12 @@ class SchedulerMachine(RuleBasedStateMachine):
     def advance_epoch(self) -> None:
         s = self.scheduler
         phase, bound, epoch = s.phase, s.bound, s.epoch
-        backoff_due = self._backoff_due()
+        # An epoch without a step (no observation, valid or not, no rejection) in a hold or
+        # a squeeze moves nothing but the epoch: no held epoch counted, no step, no backoff.
+        idle = phase in (Phase.HOLD, Phase.SQUEEZE) and max(self.counts.values()) == 0
+        idle = idle and self.rejects == 0
+        before = s.state_dict()["state"]
+        backoff_due = None if idle else self._backoff_due()
         events = s.advance_epoch()
         for e in events:
             hypothesis.event(e.kind)  # shown by --hypothesis-show-statistics
@@ -222,6 +240,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         self._check_epoch_record(phase, bound, epoch)
         self._check_chain(events, bound)
         kinds = [type(e) for e in events]
+        if idle:
+            # The model stays as it was (held epochs, a fresh squeeze to judge, a cooldown):
+            # the invariant below checks the scheduler did the same.
+            self.last_boundary = IdleBoundary(before, s.state_dict()["state"], events)
+            self._new_epoch()
+            return
+        self.last_boundary = None
+        assert Idle not in kinds, "only an epoch without a step in a hold or squeeze is idle"
         if phase is Phase.DISCOVERY:
             self._check_discovery(events, bound)
         else:
@@ -265,7 +291,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert event.constraint == s.name
             assert event.side == self.side
             assert event.old == running
-            if isinstance(event, (Held, Converged, DiscoveryExtended)):
+            if isinstance(event, (Held, Converged, DiscoveryExtended, Idle)):
                 assert event.new == event.old
             if looser(self.side, event.new, event.old):
                 assert isinstance(event, (Discovered, BackedOff)), (
@@ -407,6 +433,24 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert event.reason == reason
 
     # -- invariants -----------------------------------------------------------------
+
+    @precondition(lambda self: self.last_boundary is not None)
+    @invariant()
+    def an_epoch_without_a_step_moves_only_the_epoch(self) -> None:
+        """After an idle boundary: one `Idle` event, and the state moved only its epoch on."""
+        boundary = self.last_boundary
+        assert boundary is not None
+        before, after = boundary.before, boundary.after
+        (event,) = boundary.events
+        assert isinstance(event, Idle)
+        assert (event.kind, event.level) == ("idle", "warning")
+        assert event.old == event.new == before["bound"]
+        assert event.epoch == after["epoch"] == before["epoch"] + 1
+        assert "saw no step" in event.message
+        moved = {"epoch", "last_epoch"}
+        assert {k: v for k, v in after.items() if k not in moved} == {
+            k: v for k, v in before.items() if k not in moved
+        }, "an epoch without a step changes nothing but the epoch"
 
     @invariant()
     def clones_match_the_original(self) -> None:

@@ -52,6 +52,7 @@ def test_the_lbo_calibration_epoch_by_epoch() -> None:
     assert [e.kind for e in events] == ["settled"]
     assert (events[0].old, events[0].new) == (pytest.approx(1.1 * median), median)
     assert (sched.epoch, sched.phase, sched.bound) == (2, Phase.HOLD, median)
+    sched.observe(median)  # the held epoch counts only with a step in it
     assert [e.kind for e in sched.advance_epoch()] == ["squeezed"]  # epoch 3 = 1 + hold + 1
     assert sched.epoch == 3
     assert sched.phase is Phase.SQUEEZE

@@ -369,11 +369,14 @@ def test_upcoming_bound_previews_the_next_boundary() -> None:
     assert sched.upcoming_bound == 1e9  # discovering: the next bound is not known
     sched.advance_epoch(log=False)
     assert (sched.phase, sched.upcoming_bound) == (Phase.HOLD, 100.0)  # held one more epoch
+    sched.observe(0.5)  # an epoch counts only with a step in it
     sched.advance_epoch(log=False)
     assert sched.upcoming_bound == pytest.approx(10.0)  # the hold's last epoch: the squeeze
+    sched.observe(0.5)
     sched.advance_epoch(log=False)
     assert sched.bound == pytest.approx(10.0)
     assert sched.upcoming_bound == 1.0
+    sched.observe(0.5)
     sched.advance_epoch(log=False)
     assert (sched.phase, sched.upcoming_bound) == (Phase.CONVERGED, 1.0)
 

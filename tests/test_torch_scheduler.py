@@ -445,6 +445,7 @@ def test_bound_is_one_tensor_per_device_and_dtype_updated_in_place() -> None:
         assert wide.item() == sched.core.bound
         assert ceiling.item() == pytest.approx(sched.core.bound, rel=1e-6)
         assert wide.item() == (MAX_KL_CORE if epoch == 1 else KL_TABLE[epoch + 1])
+        sched.observe({"kl_core": 2000.0, "kl_detail": 2000.0})  # a step: the next epoch counts
 
 
 def test_bound_needs_a_name_with_several_schedulers_and_a_floating_dtype() -> None:
@@ -583,6 +584,7 @@ def test_a_compiled_loss_reads_each_new_bound_without_recompiling(case: str) -> 
         assert frames >= 1
         bounds = {sched.core.bound}
         for _epoch in range(4):
+            sched.observe(dict.fromkeys(sched.core.names, 2000.0))  # an epoch counts with a step
             sched.advance_epoch()
             bounds.add(sched.core.bound)
             with torch._dynamo.config.patch(error_on_recompile=True):

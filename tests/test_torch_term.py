@@ -153,8 +153,6 @@ def test_a_non_finite_value_leaves_the_weight_and_is_counted() -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        (torch.ones(3, dtype=torch.complex64), "real floating tensor"),
-        (torch.ones(3, dtype=torch.int64), "real floating tensor"),
         (torch.ones(3, device="meta"), "meta tensor"),
         (torch.ones(3, 2), "shape (3, 2)"),
         (torch.tensor(2.0), "reduction='mean'"),
@@ -166,6 +164,18 @@ def test_bad_values_are_refused_with_a_clear_error(value: object, words: str) ->
     with pytest.raises(ValueError, match="TorchConstraintTerm") as info:
         term(value, main=1.0)
     assert words in str(info.value)
+    assert term.scheduler.current_epoch.observations == 0  # nothing was recorded
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.complex64, torch.int64, torch.bool], ids=["complex", "int", "bool"]
+)
+def test_a_value_of_another_dtype_is_refused_as_the_core_term_refuses_it(
+    dtype: torch.dtype,
+) -> None:
+    term = TorchConstraintTerm("kl", target=5.0, echo=False)
+    with pytest.raises(TypeError, match=r"TorchConstraintTerm 'kl': .*real floating tensor"):
+        term(torch.ones(3, dtype=dtype), main=1.0)
     assert term.scheduler.current_epoch.observations == 0  # nothing was recorded
 
 

@@ -13,6 +13,7 @@ from constraint_sched import (
     ConstraintScheduler,
     ConstraintSpec,
     DiscoveryPhase,
+    Event,
     HoldPhase,
     Phase,
     SchedulerCollection,
@@ -34,11 +35,17 @@ def shrinking(spec: ConstraintSpec = LOGVAR, epochs: int = 2) -> ConstraintSched
     )
 
 
+def centred_epoch(sched: ConstraintScheduler) -> list[Event]:
+    """End an epoch with one step at the centre: inside any half-width, so no violation."""
+    sched.observe(dict.fromkeys(sched.names, sched.centre))
+    return sched.advance_epoch()
+
+
 def test_a_given_width_shrinks_around_the_centre() -> None:
     sched = shrinking()
     assert (sched.side, sched.centre, sched.bound) == ("width", -2.5, 12.5)
-    assert sched.advance_epoch() == []
-    events = sched.advance_epoch()
+    assert centred_epoch(sched) == []
+    events = centred_epoch(sched)
     assert [e.message for e in events] == [
         "logvar: kept the given half-width 12.5; applies from epoch 3",
         "logvar: squeezed half-width 12.5 -> 12.1875 (epoch 3)",
@@ -49,7 +56,7 @@ def test_a_given_width_shrinks_around_the_centre() -> None:
         assert spec.upper is not None
         assert (spec.lower + spec.upper) / 2 == pytest.approx(-2.5)
         assert spec.upper - spec.lower == pytest.approx(2 * sched.bound)
-        sched.advance_epoch()
+        centred_epoch(sched)
     assert sched.bound == pytest.approx(12.5 * 0.975**4)
 
 
@@ -71,7 +78,7 @@ def test_violations_count_values_outside_either_side() -> None:
 
 def test_a_squeeze_that_hurts_restores_the_wider_box() -> None:
     sched = shrinking(epochs=1)
-    sched.advance_epoch()  # kept, squeezed to 12.1875 for epoch 2
+    centred_epoch(sched)  # kept, squeezed to 12.1875 for epoch 2
     sched.reject(3)
     sched.observe(0.0)  # 3 of 4 steps rejected: back off
     kinds = [e.kind for e in sched.advance_epoch()]
@@ -100,7 +107,7 @@ def test_boxes_sharing_a_centre_share_the_widest_half_width() -> None:
         hold=HoldPhase(0),
     )
     assert sched.bound == 3.0
-    sched.advance_epoch()
+    centred_epoch(sched)
     assert (sched.spec("narrow").lower, sched.spec("narrow").upper) == (-3.0, 3.0)
 
 
@@ -147,7 +154,7 @@ def test_a_target_must_be_a_positive_half_width() -> None:
 def test_state_dict_restores_a_shrunk_box_and_refuses_another_side() -> None:
     sched = shrinking(epochs=1)
     for _ in range(3):
-        sched.advance_epoch()
+        centred_epoch(sched)
     clone = shrinking(epochs=1)
     clone.load_state_dict(sched.state_dict())
     assert clone.spec() == sched.spec()
@@ -165,8 +172,10 @@ def test_state_dict_restores_a_shrunk_box_and_refuses_another_side() -> None:
 
 def test_a_collection_tightens_a_width_like_any_other_bound() -> None:
     collection = SchedulerCollection([shrinking(epochs=1)])
+    collection.observe({"logvar": -2.5})  # the centre: a step inside the box
     collection.advance_epoch(tighten=False)  # kept, the squeeze held back
     assert collection.spec("logvar").upper == 10.0
+    collection.observe({"logvar": -2.5})
     collection.advance_epoch(tighten=["logvar"])
     assert collection.spec("logvar").upper == pytest.approx(-2.5 + 12.5 * 0.975)
 

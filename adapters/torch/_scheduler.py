@@ -80,6 +80,7 @@ class TorchScheduler(BoundTensors, Readings):
         >>> ceiling = sched.bound_tensor(dtype=torch.float64)
         >>> ceiling
         tensor(42358.1992, dtype=torch.float64)
+        >>> sched.observe({"kl_core": torch.tensor(30000.0), "kl_detail": torch.tensor(29000.0)})
         >>> _ = sched.advance_epoch(); ceiling  # the same tensor, updated in place
         tensor(13000., dtype=torch.float64)
         >>> sched.phase_of("kl_detail"), sched.bound_of("kl_detail")
@@ -235,13 +236,9 @@ class TorchScheduler(BoundTensors, Readings):
                     continue
                 x = float(v.item())
             else:
-                try:
-                    x = float(v)
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"TorchScheduler.observe: the value of {name!r} must be a number or a "
-                        f"tensor, got {v!r}"
-                    ) from None
+                x = F.real_number(
+                    v, f"TorchScheduler.observe: the value of {name!r}", " or a tensor"
+                )
                 if centre is not None:
                     x = abs(x - centre)
             if where is not None:  # acceptance is decided on the device: so is this value
@@ -609,8 +606,8 @@ def _check_tensor(t: torch.Tensor, what: str, *, element: bool = True) -> None:
             f"{what} is a meta tensor, which holds no data: pass the real value (a model built "
             "on the meta device must be materialised first, e.g. with to_empty() and its init)"
         )
-    if element and t.is_complex():
-        raise TypeError(f"{what} must be real, got a {t.dtype} tensor")
+    if element and (t.is_complex() or t.dtype == torch.bool):
+        raise TypeError(f"{what} must be a real number, got a {t.dtype} tensor")
 
 
 def _usable_device(saved: Reader) -> torch.device:

@@ -37,6 +37,7 @@ from constraint_sched._inputs import (
     array_value,
     main_loss,
     per_example_mean,
+    real_number,
 )
 from constraint_sched._reservoir import Reservoir
 from constraint_sched._tally import Tally
@@ -133,6 +134,7 @@ __all__ = [
     "per_example_mean",
     "plan_step",
     "quantile",
+    "real_number",
     "reduce_packed",
     "register_ndtri",
     "reject",

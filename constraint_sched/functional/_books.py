@@ -290,7 +290,8 @@ def from_state(data: Any, n: int, path: str) -> dict[str, list[float]]:
     try:
         tallies(packed, n)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        names = ", ".join(s.name for s in SCHEMA)
+        raise ValueError(f"{path}: {error} (the statistics {names} disagree)") from None
     return out
 
 

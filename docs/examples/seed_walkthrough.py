@@ -133,6 +133,7 @@ probe = make_scheduler()
 probe.add_callback(events.append)
 probe.observe({"kl_core": 200_000.0, "kl_detail": 180_000.0})
 probe.advance_epoch()  # discovered + held
+probe.observe({"kl_core": 150_000.0, "kl_detail": 140_000.0})  # a held epoch counts with steps
 probe.advance_epoch()  # squeezed to 13,000
 probe.observe({"kl_core": 12_000.0, "kl_detail": 11_000.0})
 probe.reject(1)  # 1 of 2 steps rolled back: 50% > 15%
