@@ -541,6 +541,12 @@ class ConstraintScheduler(Readings):
     def advance_epoch(self, *, log: bool = True, tighten: bool = True) -> list[Event]:
         """End the current epoch: move the bound as its phase says, and start the next.
 
+        An epoch that saw no step (no observation, valid or not, and no
+        rejection) counts for nothing: in a hold or a squeeze only the epoch
+        number moves and the one event is `constraint_sched.Idle` (a warning:
+        most likely this was called twice); discovery is extended. So the
+        bound never squeezes or converges on no data.
+
         Args:
             log: Log the events on ``logging.getLogger("constraint_sched")``;
                 a distributed run passes False on every rank but the first.

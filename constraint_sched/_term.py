@@ -381,6 +381,10 @@ class ConstraintTerm:
     def epoch_end(self, *, advance: Callable[..., list[Event]] | None = None) -> list[Event]:
         """End the epoch: move the bound, reset the epoch's budget, print the epoch's line.
 
+        An epoch without a step moves nothing (see
+        `constraint_sched.ConstraintScheduler.advance_epoch`): a second call
+        for one epoch neither squeezes nor converges, and its line says "no steps".
+
         Args:
             advance: What ends the scheduler's epoch, called with ``log=``: an
                 adapter's (it merges its device books first); the scheduler's
