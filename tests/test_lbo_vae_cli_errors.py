@@ -11,7 +11,6 @@ read whole.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,39 +18,24 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from test_fault_matrix_cli import TINY_TOML, files  # noqa: E402
+from cli_runs import quiet, trained_run, work_copy  # noqa: E402
+from test_fault_matrix_cli import files  # noqa: E402
 
-from constraint_sched.adapters.lbo_vae import _cli, _plots  # noqa: E402
+from constraint_sched.adapters.lbo_vae import _cli  # noqa: E402
 from constraint_sched.adapters.lbo_vae._config import load_config  # noqa: E402
 from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
-
-
-def quiet(message: str) -> None:
-    """Swallow the run's messages."""
-
-
-def no_plots(out: object, **kwargs: object) -> list[Path]:
-    """`_plots.draw` without matplotlib: the runs here are about their folders, not plots."""
-    raise ImportError("plots are not drawn in these tests")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with ``tiny.toml`` and ``run/``, a 1-epoch run of it."""
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("trained")
-    (folder / "tiny.toml").write_text(TINY_TOML)
-    config = load_config(folder / "tiny.toml").replace(epochs=1, device="cpu")
-    Run(config, folder / "run", progress=False, print_=quiet).train()
-    return folder
+    return trained_run(tmp_path_factory, epochs=1)
 
 
 @pytest.fixture
 def work(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of `trained` to change, where ``lbo-vae train`` draws no plots."""
-    monkeypatch.setattr(_plots, "draw", no_plots)
-    shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
-    return tmp_path
+    return work_copy(trained, tmp_path, monkeypatch)
 
 
 def train(work: Path, *options: str) -> int:
