@@ -120,8 +120,8 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
     if config.dataset == "shapes":
         held = shapes(config.heldout, image_size=config.image_size, seed=heldout_seed(config.seed))
         return data, held
-    found, held, batch = len(data), config.heldout, config.batch_size
-    if found - held < batch:
+    found, asked, batch = len(data), config.heldout, config.batch_size
+    if found - asked < batch:
         where = f"the folder {config.data!r}" if config.dataset == "folder" else "digits"
         fits = found - batch  # the most a held-out split may take at this batch size
         advice = "give more images"
@@ -133,11 +133,11 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
                 f"batch, or {advice}"
             )
         raise ValueError(
-            f"TrainConfig.heldout={held} is too large for the {found} images of {where}: "
-            f"--heldout {held} held out and one batch of --batch-size {batch} to train on need "
-            f"at least {held + batch} images, {held + batch - found} more than found; {advice}"
+            f"TrainConfig.heldout={asked} is too large for the {found} images of {where}: "
+            f"--heldout {asked} held out and one batch of --batch-size {batch} to train on need "
+            f"at least {asked + batch} images, {asked + batch - found} more than found; {advice}"
         )
-    return split(data, held, seed=config.seed, min_train=batch)
+    return split(data, asked, seed=config.seed, min_train=batch)
 
 
 def model_config(config: TrainConfig, channels: int) -> ModelConfig:
