@@ -24,9 +24,14 @@ from constraint_sched._events import (
     Settled,
     Squeezed,
 )
+from constraint_sched._inputs import (
+    Reduction,
+)
 from constraint_sched._phases import (
     Backoff,
+    BackoffMetric,
     DiscoveryPhase,
+    DiscoveryStatistic,
     HoldPhase,
     Phase,
 )
@@ -34,15 +39,22 @@ from constraint_sched._readings import (
     Readings,
 )
 from constraint_sched._scheduler import (
+    Callback,
     ConstraintScheduler,
+    Count,
+    NonFinite,
 )
 from constraint_sched._schedules import (
     Relative,
+    ScheduleKind,
     SqueezeSchedule,
+    Target,
 )
 from constraint_sched._spec import (
+    Bound,
     ConstraintKind,
     ConstraintSpec,
+    Side,
 )
 from constraint_sched._state import (
     FORMAT_VERSION,
@@ -52,6 +64,7 @@ from constraint_sched._tally import (
 )
 from constraint_sched._term import (
     ConstraintTerm,
+    Echo,
     TermReadings,
 )
 
@@ -61,6 +74,9 @@ __all__ = [
     "FORMAT_VERSION",
     "BackedOff",
     "Backoff",
+    "BackoffMetric",
+    "Bound",
+    "Callback",
     "ChanceConstraint",
     "ChanceMultiplier",
     "ConstraintKind",
@@ -68,21 +84,29 @@ __all__ = [
     "ConstraintSpec",
     "ConstraintTerm",
     "Converged",
+    "Count",
     "Discovered",
     "DiscoveryExtended",
     "DiscoveryPhase",
+    "DiscoveryStatistic",
+    "Echo",
     "EpochStats",
     "Event",
     "Held",
     "Idle",
     "HoldPhase",
+    "NonFinite",
     "Phase",
     "Readings",
+    "Reduction",
     "Relative",
+    "ScheduleKind",
     "SchedulerCollection",
     "Settled",
+    "Side",
     "SqueezeSchedule",
     "Squeezed",
     "Tally",
+    "Target",
     "TermReadings",
 ]

@@ -10,7 +10,9 @@ import numpy as np
 
 Reduction = Literal["none", "mean"]
 """How a term reads its value: ``"none"``, per-example values (their mean is
-taken); ``"mean"``, a number that is already the per-example mean."""
+taken); ``"mean"``, a number that is already the per-example mean.
+(`constraint_sched.functional.Reduction` is another thing: how a statistic of
+the books combines.)"""
 
 REQUIRED: Any = object()
 """The default of a required ``main=`` argument, so that leaving it out says how to pass it."""

@@ -8,8 +8,13 @@ from typing import Any, Literal
 
 import attrs
 
-Statistic = Literal["max", "min", "median", "quantile", "given"]
+DiscoveryStatistic = Literal["max", "min", "median", "quantile", "given"]
+"""What discovery takes of the valid observations (`DiscoveryPhase`): ``"max"``,
+``"min"``, ``"median"`` or ``"quantile"``; ``"given"`` keeps the specs' own bound."""
+
 BackoffMetric = Literal["reject_rate", "violation_rate"]
+"""The rate a `Backoff` watches: ``"reject_rate"`` (rejected steps / steps) or
+``"violation_rate"`` (valid observations beyond the bound / valid observations)."""
 
 
 class Phase(enum.Enum):
@@ -129,7 +134,7 @@ class DiscoveryPhase:
     """  # noqa: E501
 
     epochs: int = attrs.field(default=1, validator=_positive_int("DiscoveryPhase"))
-    statistic: Statistic = attrs.field(
+    statistic: DiscoveryStatistic = attrs.field(
         default="max",
         validator=_one_of("DiscoveryPhase", ("max", "min", "median", "quantile", "given")),
     )

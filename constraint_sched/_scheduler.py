@@ -47,9 +47,15 @@ from constraint_sched._transitions import (
 logger = logging.getLogger("constraint_sched")
 
 Callback = Callable[[Event], None]
+"""A function a scheduler calls with each `Event`, after logging it."""
+
 NonFinite = Literal["skip", "raise"]
+"""What a scheduler does with a NaN or infinite observation: ``"skip"`` (count it
+and leave it out) or ``"raise"`` (a ValueError)."""
+
 Count = int | bool | np.bool_ | np.integer[Any] | np.ndarray[Any, Any]
-"""A count of rejected steps: an int >= 0, a bool, or a numpy bool or integer scalar."""
+"""A count of rejected steps: an int >= 0, a bool, or a numpy bool or integer scalar
+(a 0-d array of one too)."""
 
 _MISSING: Any = object()
 _FORMAT = "constraint_sched.ConstraintScheduler"

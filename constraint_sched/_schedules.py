@@ -11,6 +11,8 @@ from typing import Any, Literal
 import attrs
 
 ScheduleKind = Literal["table", "geometric", "linear", "adaptive"]
+"""A `SqueezeSchedule`'s kind: ``"table"``, ``"geometric"``, ``"linear"`` or
+``"adaptive"``, each made by the constructor of that name."""
 
 
 def _check_fraction(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

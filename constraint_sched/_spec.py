@@ -15,10 +15,11 @@ from array_api_compat import array_namespace
 from constraint_sched import _scores
 
 Side = Literal["upper", "lower"]
-"""Which bound of a spec a scheduler moves: a ceiling (``"upper"``) or a floor."""
+"""One of a spec's two bounds: ``"upper"`` (its ceiling) or ``"lower"`` (its floor)."""
 
 Bound = Literal["upper", "lower", "width"]
-"""What a scheduler moves: a ceiling, a floor, or a box's half-width around its centre."""
+"""What a scheduler or a term moves: ``"upper"`` (a ceiling), ``"lower"`` (a floor) or
+``"width"`` (a box's half-width around its centre, for a scheduler)."""
 
 T = TypeVar("T")
 

@@ -30,6 +30,7 @@ from constraint_sched.adapters.lbo_vae._data import (
 from constraint_sched.adapters.lbo_vae._goals import (
     Goal,
     GoalInputs,
+    Metric,
     compute,
     default_goals,
     group_tree,
@@ -60,6 +61,7 @@ from constraint_sched.adapters.lbo_vae._step import (
     StepResult,
 )
 from constraint_sched.adapters.lbo_vae._train import (
+    Printer,
     Run,
     evaluate_heldout,
     load_data,
@@ -71,8 +73,10 @@ __all__ = [
     "Goal",
     "GoalInputs",
     "ImageSet",
+    "Metric",
     "ModelConfig",
     "PatchDiscriminator",
+    "Printer",
     "Run",
     "StepResult",
     "Stepper",

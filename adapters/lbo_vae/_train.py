@@ -45,6 +45,7 @@ from constraint_sched.adapters.lbo_vae._step import Stepper
 from constraint_sched.adapters.torch import TorchScheduler
 
 Printer = Callable[[str], None]
+"""Where a `Run` sends its messages: a function that takes one line (``print`` by default)."""
 
 CHECKPOINT_PARTS: dict[str, tuple[type, ...]] = {
     "format": (str,), "version": (int,), "config": (dict,), "epoch": (int,),

@@ -10,6 +10,7 @@ import torch
 __all__ = ["SameNoise"]
 
 Device = torch.device | str | int
+"""A device: a ``torch.device``, its name (``"cuda"``, ``"cuda:1"``) or a CUDA index."""
 
 
 class SameNoise:

@@ -29,7 +29,12 @@ from constraint_sched.adapters.torch._tensors import BoundTensors
 from constraint_sched.state import FORMAT_VERSION, Reader, check_header
 
 Accumulate = Literal["auto", "device", "host"]
+"""Where observations are counted: ``"auto"`` (accelerator tensors on their device,
+CPU tensors and numbers on the host), ``"device"`` (every tensor on its own device)
+or ``"host"`` (every value read to the host)."""
+
 Observation = SupportsFloat | torch.Tensor
+"""An observed value: a tensor on any device (with or without grad) or a number."""
 
 _MISSING: Any = object()
 _FORMAT = "constraint_sched.adapters.torch.TorchScheduler"

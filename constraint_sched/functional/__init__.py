@@ -29,7 +29,7 @@ Examples:
     [3]
 """
 
-from constraint_sched._accumulator import HostBooks
+from constraint_sched._accumulator import HostBooks, Keep
 from constraint_sched._counts import check_count
 from constraint_sched._inputs import (
     REQUIRED,
@@ -104,6 +104,7 @@ __all__ = [
     "Clock",
     "HostBooks",
     "HostNamespace",
+    "Keep",
     "Reduction",
     "Reservoir",
     "Sampler",

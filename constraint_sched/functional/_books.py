@@ -21,6 +21,9 @@ from constraint_sched._state import Reader, decode_float, encode_float
 from constraint_sched._tally import Tally
 
 Reduction = Literal["sum", "max", "min"]
+"""How two parts of an epoch's books combine, for one `Statistic`: ``"sum"``,
+``"max"`` or ``"min"``."""
+
 Books = dict[str, Any]
 """The books: a dict from each `SCHEMA` name to an array (shape ``(n,)``, or ``()`` per step)."""
 

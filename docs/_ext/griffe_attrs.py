@@ -9,6 +9,7 @@ class with `inspect.signature`, so the reference shows the real signature.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import inspect
 import sys
@@ -45,6 +46,8 @@ def _default(field: Any, value: Any) -> str | None:
     if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
         factory = field.default.factory
         return f"{getattr(factory, '__name__', 'factory')}()"
+    if isinstance(value, enum.Enum):  # as written in code, so that a formatter can read it
+        return f"{type(value).__name__}.{value.name}"
     return repr(value)
 
 

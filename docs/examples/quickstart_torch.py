@@ -43,7 +43,7 @@ class VAE(nn.Module):
 model = VAE()
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
 term = TorchConstraintTerm("kl", target=Relative(0.25), squeeze_epochs=3)
-for epoch in range(7):
+for _epoch in range(7):
     for batch in torch.randperm(len(X)).split(32):
         recon, kl = model(X[batch])
         loss = recon + term(kl, main=recon)
