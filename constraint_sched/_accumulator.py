@@ -20,6 +20,8 @@ from constraint_sched._tally import Tally
 from constraint_sched.functional._books import SCHEMA, from_state, to_state
 
 Keep = Literal["all", "max", "min", "counts"]
+"""What `HostBooks.add` keeps beyond the counts: ``"all"`` (the sum, max and min),
+``"max"`` or ``"min"`` (that extreme alone), or ``"counts"`` (nothing more)."""
 
 
 class HostBooks:
