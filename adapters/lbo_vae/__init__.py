@@ -27,6 +27,15 @@ from constraint_sched.adapters.lbo_vae._data import (
 from constraint_sched.adapters.lbo_vae._data import (
     split as split_images,
 )
+from constraint_sched.adapters.lbo_vae._disentanglement import (
+    DCIScores,
+    FactorMatrix,
+    dci,
+    evaluate_split,
+    factor_matrix,
+    mig,
+    split_scores,
+)
 from constraint_sched.adapters.lbo_vae._goals import (
     Goal,
     GoalInputs,
@@ -68,6 +77,8 @@ from constraint_sched.adapters.lbo_vae._train import (
 )
 
 __all__ = [
+    "DCIScores",
+    "FactorMatrix",
     "LBOVAE",
     "SEED_TABLE",
     "Goal",
@@ -86,9 +97,12 @@ __all__ = [
     "build_schedulers",
     "compute",
     "count_parameters",
+    "dci",
     "default_goals",
     "digits",
     "evaluate_heldout",
+    "evaluate_split",
+    "factor_matrix",
     "folder",
     "group_tree",
     "load_config",
@@ -96,9 +110,11 @@ __all__ = [
     "load_images",
     "main",
     "met_levels",
+    "mig",
     "render",
     "render_mask",
     "shapes",
     "split_images",
+    "split_scores",
     "swap_scores",
 ]

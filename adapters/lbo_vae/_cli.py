@@ -276,6 +276,12 @@ def _report(run: Path) -> int:
             f"{_cell(r, 'heldout_mse', '.4f', 9)} {_cell(r, 'heldout_mean_mse', '.4f', 9)} "
             f"{_cell(r, 'heldout_ssim', '.2f', 5)} {_cell(r, 'steps_over_ceiling', '.1%', 6)}"
         )
+    measured = [r for r in rows if "dci_disentanglement" in r]  # the last epoch's, of shapes
+    if measured:
+        from constraint_sched.adapters.lbo_vae._train import split_line
+
+        for r in measured:
+            print(f"split (epoch {r['epoch']}, held-out images): {split_line(r)}")
     try:
         from constraint_sched.adapters.lbo_vae._plots import draw
 

@@ -21,6 +21,7 @@ from constraint_sched import Converged, Discovered, Event
 from constraint_sched.adapters.lbo_vae import _distributed
 from constraint_sched.adapters.lbo_vae._config import TrainConfig
 from constraint_sched.adapters.lbo_vae._data import load, split
+from constraint_sched.adapters.lbo_vae._disentanglement import SPLIT_KEYS, evaluate_split
 from constraint_sched.adapters.lbo_vae._files import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -65,6 +66,8 @@ EVAL_BATCH = 256
 """The held-out images `Run.evaluate` encodes and decodes at a time."""
 HELDOUT_STREAM = 1
 """The spawn key of the seed of the held-out shapes (`heldout_seed`)."""
+SPLIT_MIN_IMAGES = 16
+"""The fewest held-out images `Run.evaluate_split` measures DCI, MIG and the split score on."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -181,7 +184,9 @@ class Run:
 
     The run trains on ``data`` and measures, at the end of each epoch, its
     reconstructions and swaps of ``heldout`` (`evaluate`), images it never
-    trains on (`load_data`).
+    trains on (`load_data`); at its last epoch, also the split of their
+    known factors over the latent halves (`evaluate_split`: DCI, MIG and the
+    split score).
 
     Under an initialised ``torch.distributed`` process group (``lbo-vae train``
     under ``torchrun``) every rank trains on its own shard of each epoch's
@@ -364,6 +369,8 @@ class Run:
             "seconds": time.perf_counter() - started,
         }
         row.update(self.evaluate())
+        if self._last_epoch():  # DCI, MIG and the split score: once, on the final model
+            row.update(self.evaluate_split())
         self._summary(row)
         self.history.append(row)
         self._stop_rule(reject_rate)
@@ -456,6 +463,10 @@ class Run:
         self.stepper.norm_ema = state["norm_ema"].to(self.device)
         self.history = list(state["history"])
         self.stop_after = state.get("stop_after")
+        if not self._done():  # the split keys move to the new last epoch's row
+            self.history = [
+                {k: v for k, v in r.items() if k not in SPLIT_KEYS} for r in self.history
+            ]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] and torch.cuda.is_available():
@@ -551,6 +562,44 @@ class Run:
         """The model on the held-out images, which training never sees (`evaluate_heldout`)."""
         return evaluate_heldout(
             self.vae, self.heldout, mean_mse=self.heldout_mean_mse, device=self.device
+        )
+
+    def evaluate_split(self) -> dict[str, float]:
+        """DCI, MIG and the split score of the model on the held-out images (`evaluate_split`).
+
+        What the last epoch's row gains (`SPLIT_KEYS`), with the run's seed;
+        every rank measures the same weights, so every rank's row is the same.
+        Empty for held-out images without known factors (digits, folders), and
+        (with a message saying why) for fewer than `SPLIT_MIN_IMAGES` of them
+        or without scikit-learn, which fits the importance matrix.
+        """
+        held = self.heldout
+        if held.factors is None:
+            return {}  # nothing to measure against: no message, as the swap test's NaN
+        if len(held) < SPLIT_MIN_IMAGES:
+            self.print(
+                f"  [split] not measured: {len(held)} held-out images, DCI and MIG need at "
+                f"least {SPLIT_MIN_IMAGES} (--heldout)"
+            )
+            return {}
+        try:
+            return evaluate_split(
+                self.vae, held.images, held.factors, device=self.device, seed=self.config.seed
+            )
+        except ImportError as error:
+            self.print(f"  [split] not measured: {error}")
+            return {}
+
+    def _last_epoch(self) -> bool:
+        """Whether the epoch being trained is the run's last (``epochs``, or LBO's stop rule)."""
+        return self.epoch >= self.config.epochs or (
+            self.stop_after is not None and self.epoch >= self.stop_after
+        )
+
+    def _done(self) -> bool:
+        """Whether `train` has nothing left to train."""
+        return self.epoch > self.config.epochs or (
+            self.stop_after is not None and self.epoch > self.stop_after
         )
 
     # -- output ----------------------------------------------------------------------
@@ -649,6 +698,26 @@ class Run:
             f"{row['seconds']:.1f}s"
         )
         self.print(f"          groups: {groups}")
+        if "dci_disentanglement" in row:
+            self.print(f"          split: {split_line(row)}")
+
+
+def split_line(row: dict[str, Any]) -> str:
+    """The split metrics of a ``metrics.jsonl`` row on one line (None or NaN as ``nan``).
+
+    Examples:
+        >>> split_line({"dci_disentanglement": 0.31, "dci_completeness": 0.25,
+        ...             "dci_informativeness": 0.62, "mig": 0.05,
+        ...             "split_structure_core": 0.61, "split_appearance_detail": None})
+        'DCI disentanglement 0.31 completeness 0.25 informativeness 0.62  MIG 0.05  structure on core 0.61, appearance on detail nan'
+    """  # noqa: E501
+    d, c, i, mig, core, detail = (
+        math.nan if row.get(key) is None else float(row[key]) for key in SPLIT_KEYS
+    )
+    return (
+        f"DCI disentanglement {d:.2f} completeness {c:.2f} informativeness {i:.2f}  "
+        f"MIG {mig:.2f}  structure on core {core:.2f}, appearance on detail {detail:.2f}"
+    )
 
 
 @torch.no_grad()
