@@ -2,17 +2,21 @@
 
 The same statistics as the functional books, kept in one row of Python
 numbers per spec slot, which is the fastest way to take one value at a time
-on the host: the core scheduler feeds it (`HostBooks.add`, `HostBooks.merge`)
-and an adapter keeps the values it reads on the host in it. `pack`, `state`
-and `load` are the functional books' layout and state, derived from the
-schema, so host and device books combine and save alike.
+on the host: the core scheduler feeds it (`HostBooks.add`,
+`HostBooks.add_step`, `HostBooks.merge`) and an adapter keeps the values it
+reads on the host in it. `pack`, `state` and `load` are the functional
+books' layout and state, derived from the schema, so host and device books
+combine and save alike.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 from constraint_sched import _state
 from constraint_sched._reservoir import Reservoir
@@ -22,6 +26,18 @@ from constraint_sched.functional._books import SCHEMA, from_state, to_state
 Keep = Literal["all", "max", "min", "counts"]
 """What `HostBooks.add` keeps beyond the counts: ``"all"`` (the sum, max and min),
 ``"max"`` or ``"min"`` (that extreme alone), or ``"counts"`` (nothing more)."""
+
+_PENDING = 4096
+"""The most values `HostBooks.add_step` leaves waiting to be counted (a bound on memory)."""
+
+
+def _limits(above: float, below: float) -> list[float]:
+    """A row's violation limits, then the same brought within the finite floats (low, high).
+
+    ``low <= x <= high`` holds only for a finite value within the limits: on
+    the hot path, the common case takes that one comparison.
+    """
+    return [above, below, max(below, -sys.float_info.max), min(above, sys.float_info.max)]
 
 
 class HostBooks:
@@ -41,7 +57,6 @@ class HostBooks:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.reservoirs: list[Reservoir] | None = None
         self.start([math.inf] * n, [-math.inf] * n, None)
 
     def start(
@@ -70,70 +85,152 @@ class HostBooks:
             "min": self._add_min,
             "counts": self._add_counts,
         }[keep]
+        self._keep = keep
+        self._pending: list[float] = []
+        """Steps `add_step` counts later, their values one after another."""
         # One row per slot, read by position on the hot path: count, nonfinite,
-        # violations, total, maximum, minimum, then the two violation limits.
+        # violations, total, maximum, minimum, the violation limits (`_limits`),
+        # then the slot's reservoir (`reservoirs`).
         self._rows: list[list[Any]] = [
-            [0, 0, 0, 0.0, -math.inf, math.inf, a, b] for a, b in zip(above, below, strict=True)
+            [0, 0, 0, 0.0, -math.inf, math.inf, *_limits(a, b), None]
+            for a, b in zip(above, below, strict=True)
         ]
         self.rejects = 0
         self.reservoirs = reservoirs
 
+    @property
+    def reservoirs(self) -> list[Reservoir] | None:
+        """The samples valid values also go to (one per slot), or None."""
+        return self._reservoirs
+
+    @reservoirs.setter
+    def reservoirs(self, reservoirs: list[Reservoir] | None) -> None:
+        self._reservoirs = reservoirs
+        for i, row in enumerate(self._rows):
+            row[10] = None if reservoirs is None else reservoirs[i]
+        # `add_step` leaves values waiting where their order changes nothing: no sum, no sample.
+        self._defer = reservoirs is None and self._keep != "all"
+
     def limits(self, above: Sequence[float], below: Sequence[float]) -> None:
         """Count later values beyond these as violations (a bound that moved inside the epoch)."""
+        if self._pending:
+            self._count_pending()
         for row, a, b in zip(self._rows, above, below, strict=True):
-            row[6], row[7] = a, b
+            row[6:10] = _limits(a, b)
 
     def _add_all(self, i: int, x: float) -> None:
         row = self._rows[i]
         row[0] += 1
-        if x - x != 0.0:  # NaN or infinite
-            row[1] += 1
-            return
+        if not row[8] <= x <= row[9]:  # not finite, or beyond the limits: the rare case
+            if x - x != 0.0:  # NaN or infinite
+                row[1] += 1
+                return
+            if x > row[6] or x < row[7]:
+                row[2] += 1
         row[3] += x
         if x > row[4]:
             row[4] = x
         if x < row[5]:
             row[5] = x
-        if x > row[6] or x < row[7]:
-            row[2] += 1
-        if self.reservoirs is not None:
-            self.reservoirs[i].add(x)
+        r = row[10]
+        if r is not None:
+            r.add(x)
 
     def _add_max(self, i: int, x: float) -> None:
+        if self._pending:  # first the steps before it: equal extremes keep the first
+            self._count_pending()
         row = self._rows[i]
         row[0] += 1
-        if x - x != 0.0:
-            row[1] += 1
-            return
+        if not row[8] <= x <= row[9]:
+            if x - x != 0.0:
+                row[1] += 1
+                return
+            if x > row[6] or x < row[7]:
+                row[2] += 1
         if x > row[4]:
             row[4] = x
-        if x > row[6] or x < row[7]:
-            row[2] += 1
 
     def _add_min(self, i: int, x: float) -> None:
+        if self._pending:
+            self._count_pending()
         row = self._rows[i]
         row[0] += 1
-        if x - x != 0.0:
-            row[1] += 1
-            return
+        if not row[8] <= x <= row[9]:
+            if x - x != 0.0:
+                row[1] += 1
+                return
+            if x > row[6] or x < row[7]:
+                row[2] += 1
         if x < row[5]:
             row[5] = x
-        if x > row[6] or x < row[7]:
-            row[2] += 1
 
     def _add_counts(self, i: int, x: float) -> None:
         row = self._rows[i]
         row[0] += 1
-        if x - x != 0.0:
-            row[1] += 1
-            return
-        if x > row[6] or x < row[7]:
-            row[2] += 1
-        if self.reservoirs is not None:  # Reservoir.add, inlined: most values only count
-            r = self.reservoirs[i]
-            r.count += 1
-            if r.count <= r._fill or r.count == r._next:
+        if not row[8] <= x <= row[9]:
+            if x - x != 0.0:
+                row[1] += 1
+                return
+            if x > row[6] or x < row[7]:
+                row[2] += 1
+        r = row[10]
+        if r is not None:  # Reservoir.add, inlined: most values only count
+            r._left -= 1
+            if not r._left:
                 r.decide(x)
+
+    def add_step(self, step: Mapping[str, Any], names: Sequence[str]) -> bool:
+        """Count one step of every slot, ``step[names[i]]`` of slot ``i``, as `add` would.
+
+        Counts nothing and returns False where a name is missing or a value
+        is not a Python float (for the caller to convert or refuse); other
+        keys are not read. Where the order of the values changes nothing
+        that is kept (no sum, no sample), they wait in a list and are
+        counted together, with numpy, when the books are next read or the
+        list is full: the same statistics as `add` one by one, at a fraction
+        of the cost.
+        """
+        values = self._pending if self._defer else []
+        start, taken = len(values), False
+        try:
+            for name in names:
+                x = step[name]
+                if type(x) is not float:
+                    return False
+                values.append(x)
+            taken = True
+        except KeyError:
+            return False
+        finally:
+            if not taken:  # all or nothing
+                del values[start:]
+        if not self._defer:
+            for i, x in enumerate(values):
+                self.add(i, x)
+        elif len(values) >= _PENDING:
+            self._count_pending()
+        return True
+
+    def _count_pending(self) -> None:
+        """Count the steps `add_step` left waiting, as `add` would have one by one."""
+        pending, self._pending = self._pending, []
+        steps = np.fromiter(pending, np.float64, len(pending)).reshape(-1, self.n)
+        for row, column in zip(self._rows, steps.T, strict=True):
+            valid = column[np.isfinite(column)]
+            row[0] += len(column)
+            row[1] += len(column) - len(valid)
+            if not len(valid):
+                continue
+            row[2] += int(np.count_nonzero((valid > row[6]) | (valid < row[7])))
+            # The first of equal extremes, as one by one (0.0 and -0.0 are equal).
+            if self._keep == "max":
+                top = float(valid[np.argmax(valid)])
+                if top > row[4]:
+                    row[4] = top
+            elif self._keep == "min":
+                low = float(valid[np.argmin(valid)])
+                if low < row[5]:
+                    row[5] = low
 
     def merge(self, i: int, tally: Tally) -> None:
         """Count a `Tally` of slot ``i``'s observations made elsewhere, as if added one by one.
@@ -141,6 +238,8 @@ class HostBooks:
         Its samples go to the slot's reservoir (when there is one) standing
         for its ``valid`` observations.
         """
+        if self._pending:
+            self._count_pending()
         row = self._rows[i]
         row[0] += tally.count
         row[1] += tally.nonfinite
@@ -165,15 +264,21 @@ class HostBooks:
         minimum: float = math.inf,
     ) -> None:
         """Put slot ``i``'s statistics as given (a checkpoint that kept only these)."""
+        if self._pending:
+            self._count_pending()
         self._rows[i][:6] = [count, nonfinite, violations, total, maximum, minimum]
 
     def drop_nonfinite(self, i: int) -> None:
         """Forget slot ``i``'s non-finite observations, as if they had never been made."""
+        if self._pending:
+            self._count_pending()
         row = self._rows[i]
         row[0] -= row[1]
         row[1] = 0
 
     def _column(self, k: int) -> list[Any]:
+        if self._pending:
+            self._count_pending()
         return [row[k] for row in self._rows]
 
     @property
@@ -219,12 +324,12 @@ class HostBooks:
     @property
     def steps(self) -> int:
         """The steps observed: the most observations of any slot."""
-        return int(max(row[0] for row in self._rows))
+        return int(max(self.count))
 
     @property
     def empty(self) -> bool:
         """Whether nothing was counted since `start`."""
-        return not any(row[0] for row in self._rows) and not self.rejects
+        return not any(self.count) and not self.rejects
 
     def columns(self) -> dict[str, list[Any]]:
         """Every `SCHEMA` statistic: a list per slot, one value for ``rejects``."""

@@ -378,24 +378,19 @@ class ConstraintScheduler(Readings):
         # The dispatch is ordered for speed: this is the training loop's hot path. Python
         # floats need no conversion or check where nothing else is asked (`_plain`); a
         # value is converted inline; `_value` repeats the checks only to raise.
-        if self._plain and value is _MISSING:
-            kind = type(name_or_value)
-            if kind is float and self._single:
-                self._add(0, name_or_value)  # type: ignore[arg-type]
-                return
-            if kind is dict:
-                index, items = self._index, name_or_value.items()  # type: ignore[union-attr]
-                for key, item in items:
-                    if type(item) is not float or key not in index:
-                        break  # the general path below refuses it, or converts it
-                else:
-                    add = self._add
-                    for key, item in items:
-                        add(index[key], item)  # type: ignore[arg-type]
-                    return
+        kind = type(name_or_value)
+        if kind is float and value is _MISSING and self._plain_one:
+            self._add(0, name_or_value)  # type: ignore[arg-type]
+            return
+        if (
+            kind is dict
+            and value is _MISSING
+            and len(name_or_value) == self._plain_size  # type: ignore[arg-type]
+            and self._books.add_step(name_or_value, self._names)  # type: ignore[arg-type]
+        ):
+            return  # else the general path below converts, or refuses, a value or a name
         centre, raising = self._centre, self._raise_nonfinite
         if value is _MISSING:
-            kind = type(name_or_value)
             if kind is dict or (kind is not float and isinstance(name_or_value, Mapping)):
                 # Every name and value is checked before anything is recorded.
                 index = self._index
@@ -741,6 +736,8 @@ class ConstraintScheduler(Readings):
         self._in_window = window_open(self._cfg, st)
         # Floats go straight to the books: no centre, NaN skipped, no window to check.
         self._plain = not (self._centre is not None or self._raise_nonfinite or self._in_window)
+        self._plain_one = self._plain and self._single  # observe(value)
+        self._plain_size = len(self._names) if self._plain else 0  # observe({every name: value})
         above, below = (st.bound, -math.inf) if self._cfg.side != "lower" else (math.inf, st.bound)
         n = len(self._names)
         self._books.limits([above] * n, [below] * n)

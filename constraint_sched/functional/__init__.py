@@ -12,7 +12,8 @@ floats:
   `tallies`, `to_state` and `from_state` are derived from it;
 - **the sample** for median and quantile discovery: `sampler`, `offer`,
   `write`, `merged`, `combine`, `quantile` (Algorithm L, its random state
-  an explicit integer);
+  an explicit integer), and `decisions`, a full sample's next decisions made
+  at once (those `offer` makes, for a holder that takes many values);
 - **the chance multiplier**: `plan_step`, `discovery_step`, `chance_step`,
   `multiplier_step`, `weight` and `glide` over `ChanceState`.
 
@@ -82,8 +83,10 @@ from constraint_sched.functional._namespace import (
     register_ndtri,
 )
 from constraint_sched.functional._sampler import (
+    Decisions,
     Sampler,
     combine,
+    decisions,
     merged,
     offer,
     quantile,
@@ -100,6 +103,7 @@ __all__ = [
     "SCHEMA",
     "SPREAD_CLIP",
     "Books",
+    "Decisions",
     "ChanceState",
     "Clock",
     "HostBooks",
@@ -116,6 +120,7 @@ __all__ = [
     "chance_step",
     "check_count",
     "combine",
+    "decisions",
     "discovery_step",
     "forget_nonfinite",
     "from_state",

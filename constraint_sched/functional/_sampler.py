@@ -7,15 +7,24 @@ chosen row is one call, `write`, on any array namespace (or a list append
 on the host). So the core keeps a sample of each spec's values in a Python
 list, and an adapter keeps a sample of steps (a row holds every slot's
 value of that step) on a device, with the same decisions and no host read.
+
+`offer` decides one observation at a time; `decisions` makes a full
+sample's next decisions at once (the host's hot path), with the same draws
+and the same float operations (`_leaps`), hence the same rows and states.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from itertools import accumulate, repeat
+from operator import add, mul, truediv
 from typing import Any, NamedTuple
 
+import numpy as np
+
 _MASK = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: the i-th draw's state is rng + i * _GAMMA
 _NEVER = 1 << 62  # an observation index no stream reaches
 
 
@@ -40,12 +49,29 @@ class Sampler(NamedTuple):
 
 def splitmix64(state: int) -> tuple[int, float]:
     """The generator's next state and a uniform float in (0, 1)."""
-    state = (state + 0x9E3779B97F4A7C15) & _MASK
+    state = (state + _GAMMA) & _MASK
     z = state
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
     z ^= z >> 31
     return state, ((z >> 11) + 0.5) / 9007199254740992.0
+
+
+def _uniforms(state: int, n: int) -> np.ndarray:
+    """The floats of ``n`` successive `splitmix64` draws from ``state``, computed at once.
+
+    The generator is counter-based (the i-th draw's state is ``state + i *
+    _GAMMA`` mod 2**64), so the draws are independent: numpy's uint64
+    arithmetic wraps as `_MASK` does, and the float is made by the same exact
+    steps, so each is bit for bit the one `splitmix64` gives. The state after
+    them is ``(state + n * _GAMMA) & _MASK``.
+    """
+    z = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GAMMA) + np.uint64(state)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    floats: np.ndarray = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / 9007199254740992.0
+    return floats
 
 
 def seed_for(name: str) -> int:
@@ -82,10 +108,31 @@ def skip(s: Sampler) -> Sampler:
             quot *= (t - kept) / t
         return Sampler(size, count, kept, rng, w, count + gap + 1, fill)
     rng, u = splitmix64(rng)
-    w *= math.exp(math.log(u) / size)
-    rng, u = splitmix64(rng)
-    gap = math.floor(math.log(u) / math.log1p(-w)) if w < 1 else 0
-    return Sampler(size, count, kept, rng, w, count + gap + 1, fill)
+    rng, v = splitmix64(rng)
+    (w,), (following,) = _leaps(size, w, count, [u], [v])
+    return Sampler(size, count, kept, rng, w, following, fill)
+
+
+def _leaps(
+    size: int, w: float, count: int, us: list[float], vs: list[float]
+) -> tuple[list[float], list[int]]:
+    """Algorithm L's steps from weight ``w`` after observation ``count``, one per draw pair.
+
+    A step multiplies the weight by ``exp(log(u) / size)`` and leaps
+    ``floor(log(v) / log1p(-w))`` observations (none while ``w`` is not
+    below 1); the next step starts at the observation after the leap. `skip`
+    (one step) and `decisions` (many) both step through here, so that they
+    make the same float operations, in C loops over the draws.
+
+    Returns:
+        Per step, the weight and the index of the next observation to enter.
+    """
+    factors = map(math.exp, map(truediv, map(math.log, us), repeat(size)))
+    ws = list(accumulate(factors, mul, initial=w))[1:]
+    # log(1 - w), or -inf where w is not below 1: a leap of floor(log(v) / -inf) = 0
+    logs = [math.log1p(-x) if x < 1 else -math.inf for x in ws]
+    leaps = map(math.floor, map(truediv, map(math.log, vs), logs))
+    return ws, list(accumulate(map(add, leaps, repeat(1)), initial=count))[1:]
 
 
 def offer(s: Sampler) -> tuple[int, Sampler]:
@@ -103,6 +150,48 @@ def offer(s: Sampler) -> tuple[int, Sampler]:
         rng, u = splitmix64(rng)
         return int(u * kept), skip(Sampler(size, count, kept, rng, w, following, fill))
     return -1, Sampler(size, count, kept, rng, w, following, fill)
+
+
+class Decisions(NamedTuple):
+    """A full sample's next decisions, made at once by `decisions`."""
+
+    rows: list[int]
+    """Per decision, the row its observation replaces."""
+    next: list[int]
+    """Per decision, the index of the next observation to enter after it."""
+    end: Sampler
+    """The state after the last decision."""
+
+
+def decisions(s: Sampler, n: int) -> Decisions:
+    """The next ``n`` (at least 1) decisions of a full sample under Algorithm L, made at once.
+
+    ``s`` is the state of a full sample whose weight ``w`` is not 0 (no
+    `merged`), at or after a `skip`: its next decision is at ``s.next``. The
+    decisions and the states are those that `offer` makes at the same
+    observations (the draws of `_uniforms`, the steps of `_leaps`), so the
+    decisions of ``n`` are those of any larger number, up to the ``n``-th.
+
+    Examples:
+        >>> s = sampler(2, seed=0)
+        >>> for _ in range(2):
+        ...     _, s = offer(s)
+        >>> planned = decisions(s, 3)
+        >>> made = []
+        >>> while len(made) < 3:
+        ...     row, s = offer(s)
+        ...     if row >= 0:
+        ...         made.append((row, s.next))
+        >>> made == list(zip(planned.rows, planned.next)) and s == planned.end
+        True
+    """
+    size, seen, kept, rng, w, following, fill = s
+    draws = _uniforms(rng, 3 * n)  # per decision: the row's draw, then the two of the step
+    rows = (draws[::3] * kept).astype(np.int64).tolist()  # int(u * kept), as `offer`
+    ws, nexts = _leaps(size, w, following, draws[1::3].tolist(), draws[2::3].tolist())
+    seen = nexts[-2] if n > 1 else following
+    rng = (rng + 3 * n * _GAMMA) & _MASK
+    return Decisions(rows, nexts, Sampler(size, seen, kept, rng, ws[-1], nexts[-1], fill))
 
 
 def merged(s: Sampler, kept: int, population: int) -> Sampler:
