@@ -407,7 +407,7 @@ class Timers:
         self._set(run.disc, "forward", disc_forward)
         self._set(_step, "compute", compute)
         self._set(stepper, "log_scores", objective)
-        self._set(stepper, "objective", objective)
+        self._set(stepper, "objective", lambda original: TimedObjective(original, objective))
         self._set(stepper, "crossed", self._timed(lambda: (REEVAL, CROSSED, "")))
         self._set(torch.Tensor, "backward", backward)
         self._set(stepper, "_clip_gradients", self._timed(lambda: (UPDATE, CLIP, "")))
@@ -711,6 +711,22 @@ def zero_gradient_backward(run: Run, batches: Batches, reps: int) -> dict[str, A
         "bottlenecks": names,
         "max_grad_diff": diff,
     }
+
+
+class TimedObjective:
+    """An `LBOObjective` whose calls (the loss and `group_loss`) are timed by ``make``'s wrapper."""
+
+    def __init__(self, original: Any, make: Callable[[Any], Any]) -> None:
+        self._original = original
+        self._call = make(original)
+        self.group_loss = make(original.group_loss)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The objective's loss, timed."""
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
 
 
 def median_ms(values: Sequence[float]) -> float:

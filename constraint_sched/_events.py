@@ -74,8 +74,17 @@ class Discovered(Event):
 
     @property
     def level(self) -> str:
-        """``"warning"`` when the data gave no valid bound (`clamped`), else ``"info"``."""
-        return "warning" if self.clamped else "info"
+        """``"warning"`` when the bound used has another sign than the data's statistic.
+
+        A `clamped` bound of the statistic's own sign (a ceiling found below
+        the specs' least valid one, say) is ``"info"``: the data said "lower",
+        and the least valid bound is as low as the specs allow.
+        """
+        return "warning" if self._sign_flipped else "info"
+
+    @property
+    def _sign_flipped(self) -> bool:
+        return self.clamped and self.value != 0 and (self.value > 0) != (self.new > 0)
 
     @property
     def kept(self) -> bool:
@@ -102,10 +111,10 @@ class Discovered(Event):
     def _clamp_note(self) -> str:
         if not self.clamped:
             return ""
-        return (
-            f"; no valid {self.bound_name} lies there, so the nearest one that keeps every spec "
-            "valid is used: check the sign and the units of the values observed"
-        )
+        note = f"; no valid {self.bound_name} lies there: the nearest valid one is used"
+        if self._sign_flipped:
+            note += ", of the other sign: check the sign and the units of the values observed"
+        return note
 
 
 @attrs.frozen

@@ -269,7 +269,15 @@ class Stepper:
             loss = F.mse_loss(inputs.recon, x)
         else:
             before = compute(self.goals, inputs)
-            loss = self.objective(self.log_scores(before), log=True).loss
+            scores = self.log_scores(before)
+            if x.device.type == "cpu":
+                # The same loss and gradient, back-propagated through the bottleneck group
+                # alone (LBOObjective.group_loss): reading its index costs nothing here.
+                with torch.no_grad():
+                    index = int(self.objective(scores, log=True).bottleneck)
+                loss = self.objective.group_loss(scores, index, log=True)
+            else:  # no host read per step on an accelerator: the full loss
+                loss = self.objective(scores, log=True).loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         if self.clip is not None:

@@ -115,6 +115,33 @@ class LBOObjective:
         groups = torch.exp(log_groups)
         return LBOResult(loss, groups, bottleneck, reject, self.names)
 
+    def group_loss(
+        self, scores: Mapping[str, torch.Tensor], index: int, *, log: bool = False
+    ) -> torch.Tensor:
+        """``-log`` of top-level group ``index``'s score, computed through that group alone.
+
+        With ``index`` the bottleneck (`LBOResult.bottleneck`), this is the
+        loss: the same value, and the same gradient, since ``min`` passes
+        gradient to the bottleneck only. But its backward pass runs through
+        the bottleneck's goals alone, where the full loss's runs through every
+        group (the others with zero gradients). Reading the index is a host
+        read: worth it where that costs nothing (on the CPU).
+
+        Examples:
+            >>> objective = LBOObjective({"recon": ["pixel"], "latent": ["kl"]})
+            >>> pixel = torch.tensor(0.4, requires_grad=True)
+            >>> scores = {"pixel": pixel, "kl": torch.tensor(0.9, requires_grad=True)}
+            >>> index = int(objective(scores).bottleneck)
+            >>> loss = objective.group_loss(scores, index)
+            >>> full = objective(scores).loss
+            >>> bool(loss.detach() == full.detach()), index
+            (True, 0)
+        """
+        names = self.names
+        if not 0 <= index < len(names):
+            raise IndexError(f"LBOObjective.group_loss: index {index} of {len(names)} groups")
+        return -self._log_group(self._tree[names[index]], scores, log)
+
     def _log_group(
         self, node: object, scores: Mapping[str, torch.Tensor], log: bool
     ) -> torch.Tensor:
