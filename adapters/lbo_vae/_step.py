@@ -196,6 +196,20 @@ class Stepper:
             features_recon=features_recon,
         )
 
+    def _zero_missing_gradients(self) -> None:
+        """A zero gradient for each VAE parameter the backward did not reach.
+
+        The full loss's backward reaches every parameter (with zeros through
+        the groups that are not the bottleneck), and AdamW steps a parameter
+        with a zero gradient (its momentum, its weight decay) but skips one
+        with none: so that the bottleneck's backward alone trains exactly as
+        the full loss's, the parameters it did not reach get zeros.
+        """
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None and p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+
     def _clip_gradients(self, *, active: bool) -> None:
         """Clip the VAE's gradient norm to ``clip`` x `norm_ema`, on the device (no host sync)."""
         assert self.clip is not None
@@ -280,6 +294,7 @@ class Stepper:
                 loss = self.objective(scores, log=True).loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        self._zero_missing_gradients()
         if self.clip is not None:
             self._clip_gradients(active=not calibrating)
         self.optimizer.step()
