@@ -86,6 +86,11 @@ README_FIGURES = (
     "has at most {trainer_quality.max_over_steps} over the ceiling in any epoch",
     "A step costs about {trainer_quality.step_ratio} a beta-VAE step"
     " ({trainer_quality.seconds} of training;",
+    "DCI disentanglement {trainer_quality.dci}, structure on the core half"
+    " {trainer_quality.split_structure}, appearance on the detail half"
+    " {trainer_quality.split_appearance}",
+    "a beta-VAE takes {trainer_quality.equal_time_steps} steps and reaches a held-out MSE of"
+    " {trainer_quality.equal_time_mse}, {trainer_quality.equal_time_ratio} better",
     # The learning-rate sweep.
     "tuned to the 1e-3 run ({lr_sweep.fixed_ceiling}, what that run discovers)",
     "about {lr_sweep.minutes} minutes a run",

@@ -359,31 +359,72 @@ def _lr_sweep_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _trainer_quality_split(
+    lbo: Mapping[str, Any], beta: Mapping[str, Any], timed: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The split's figures (DCI, the halves' shares) and the equal-time arm's, where measured."""
+    out: dict[str, str] = {}
+    if "dci_disentanglement" in lbo:
+
+        def pair(key: str) -> str:
+            return f"{lbo[key]['mean']:.3f} against {beta[key]['mean']:.3f}"
+
+        out["trainer_quality.dci"] = pair("dci_disentanglement")
+        out["trainer_quality.split_structure"] = pair("split_structure_core")
+        out["trainer_quality.split_appearance"] = pair("split_appearance_detail")
+    if timed is not None:
+        ratio = lbo["heldout_mse"]["mean"] / timed["heldout_mse"]["mean"]
+        out["trainer_quality.equal_time_mse"] = f"{timed['heldout_mse']['mean']:.4f}"
+        out["trainer_quality.equal_time_ratio"] = f"{ratio:.1f}x"
+        out["trainer_quality.equal_time_steps"] = f"{timed['steps']['mean']:,.0f}"
+    return out
+
+
 def _trainer_quality(results: Path) -> dict[str, str]:
     record = _load("trainer_quality.json", results)
-    lbo, beta, mean = (record["summary"][arm] for arm in ("lbo-vae", "beta-vae", "mean-image"))
+    summary = record["summary"]
+    lbo, beta, mean = (summary[arm] for arm in ("lbo-vae", "beta-vae", "mean-image"))
+    timed = summary.get("beta-vae (equal time)")
     epochs = record["config"]["epochs"]
     (steps,) = {seed["steps_per_epoch"] for seed in record["per_seed"]}
     over = max(seed["arms"]["lbo-vae"]["steps_over_ceiling_max"] for seed in record["per_seed"])
 
-    def cell(stat: Mapping[str, float], digits: int) -> str:
+    def cell(stat: Mapping[str, float] | None, digits: int) -> str:
+        if stat is None:
+            return "-"
         return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
+    def row(label: str, key: str, digits: int, *, mean_image: bool = False) -> str:
+        cells = [cell(arm.get(key), digits) for arm in (lbo, beta)]
+        if timed is not None:
+            cells.append(cell(timed.get(key), digits))
+        cells.append(cell(mean.get(key), digits) if mean_image else "-")
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    arms = ["LBO-VAE", "KL-matched beta-VAE"] + (["beta-VAE, equal time"] if timed else [])
+    blank = " | -" * (len(arms))
     table = [
-        "| | LBO-VAE | KL-matched beta-VAE | mean image |",
-        "|:---|---:|---:|---:|",
-        f"| held-out MSE | {cell(lbo['heldout_mse'], 4)} | {cell(beta['heldout_mse'], 4)} "
-        f"| {cell(mean['heldout_mse'], 4)} |",
-        f"| held-out SSIM | {cell(lbo['heldout_ssim'], 3)} | {cell(beta['heldout_ssim'], 3)} "
-        f"| {cell(mean['heldout_ssim'], 3)} |",
-        f"| swap structure | {cell(lbo['swap_structure'], 3)} "
-        f"| {cell(beta['swap_structure'], 3)} | - |",
-        f"| swap appearance | {cell(lbo['swap_appearance'], 3)} "
-        f"| {cell(beta['swap_appearance'], 3)} | - |",
-        f"| KL core + detail | {cell(lbo['heldout_kl'], 1)} | {cell(beta['heldout_kl'], 1)} | - |",
-        f"| steps over the ceiling, epochs 2-{epochs} (largest epoch) | {_pct(over, 1)} | - | - |",
+        "| | " + " | ".join([*arms, "mean image"]) + " |",
+        "|:---|" + "---:|" * (len(arms) + 1),
+        row("held-out MSE", "heldout_mse", 4, mean_image=True),
+        row("held-out SSIM", "heldout_ssim", 3, mean_image=True),
+        row("swap structure", "swap_structure", 3),
+        row("swap appearance", "swap_appearance", 3),
+        row("KL core + detail", "heldout_kl", 1),
+    ]
+    if "dci_disentanglement" in lbo:
+        table += [
+            row("DCI disentanglement", "dci_disentanglement", 3),
+            row("DCI completeness", "dci_completeness", 3),
+            row("DCI informativeness", "dci_informativeness", 3),
+            row("MIG", "mig", 3),
+            row("structure importance on the core half", "split_structure_core", 3),
+            row("appearance importance on the detail half", "split_appearance_detail", 3),
+        ]
+    table += [
+        f"| steps over the ceiling, epochs 2-{epochs} (largest epoch) | {_pct(over, 1)}{blank} |",
         f"| min group, epoch 2 -> {epochs} | {lbo['min_group_epoch_2']['mean']:.3f} -> "
-        f"{lbo['min_group_last']['mean']:.3f} | - | - |",
+        f"{lbo['min_group_last']['mean']:.3f}{blank} |",
     ]
     per_seed = [seed["ratios"]["mse"] for seed in record["per_seed"]]
     seconds = lbo["seconds"]["mean"], beta["seconds"]["mean"]
@@ -396,6 +437,7 @@ def _trainer_quality(results: Path) -> dict[str, str]:
         # The largest share of an epoch's steps over the ceiling, as steps of an epoch.
         "trainer_quality.max_over_steps": _steps(round(over * steps), steps),
         "table.trainer_quality": "\n".join(table),
+        **_trainer_quality_split(lbo, beta, timed),
     }
 
 
