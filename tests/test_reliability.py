@@ -316,3 +316,23 @@ def test_states_of_real_runs_still_load() -> None:
     clone = ConstraintTerm("kl", target=5.0, squeeze_epochs=2, echo=False)
     clone.load_state_dict(copy.deepcopy(term.state_dict()))
     assert math.isclose(clone.weight, term.weight)
+
+
+def test_a_device_median_whose_small_sample_kept_no_valid_value_still_ends_its_epoch() -> None:
+    """The device keeps a sample of steps: with room for one, it can keep a step without a
+    valid value of the spec, though the spec had one; the epoch's mean then stands in."""
+    spec = ConstraintSpec("a", "upper", margin=0.001)
+    sched = TorchScheduler(
+        ConstraintScheduler(
+            spec,
+            discovery=DiscoveryPhase(statistic="median", reservoir=1),
+            hold=HoldPhase(epochs=0),
+            squeeze=SqueezeSchedule.table({2: 1.0}),
+        ),
+        accumulate="device",
+    )
+    sched.observe({"a": torch.tensor(math.nan, dtype=torch.float64)})
+    sched.observe({"a": torch.tensor(0.0, dtype=torch.float64)})
+    events = sched.advance_epoch(log=False)
+    assert events[0].kind == "discovered"
+    assert sched.last_tallies["a"].valid == 1

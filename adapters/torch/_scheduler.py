@@ -421,6 +421,11 @@ class TorchScheduler(BoundTensors, Readings):
         for i in sampled:
             seed = F.seed_for(f"{self._names[i]}/combine/{self.epoch}")
             samples[i], _ = F.combine([p for p in sources[i] if p[1]], self._sample_size, seed)
+        where = F.layout(n)
+        for i in sampled:  # a small sample of steps can keep none with a valid value of a slot
+            valid = flat[where["count"].start + i] - flat[where["nonfinite"].start + i]
+            if not samples[i] and valid > 0:  # then the epoch's mean stands in for its sample
+                samples[i] = [flat[where["total"].start + i] / valid]
         return F.tallies(flat[:size], n, samples)
 
     def _end_windows(self) -> None:
