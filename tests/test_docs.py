@@ -161,27 +161,6 @@ def test_there_are_examples() -> None:
     assert len(list(EXAMPLES.glob("*.py"))) >= 5
 
 
-def _attribute_docstring(name: str) -> str | None:
-    """The docstring written under ``NAME = ...`` in one of the package's modules."""
-    for path in Path(constraint_sched.__file__).parent.glob("*.py"):
-        body = ast.parse(path.read_text(encoding="utf-8")).body
-        for statement, following in itertools.pairwise(body):
-            targets = (
-                statement.targets
-                if isinstance(statement, ast.Assign)
-                else [statement.target]
-                if isinstance(statement, ast.AnnAssign)
-                else []
-            )
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets) and (
-                isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                return following.value.value
-    return None
-
-
 @pytest.mark.parametrize("name", constraint_sched.__all__)
 def test_public_name_has_a_docstring(name: str) -> None:
     obj = getattr(constraint_sched, name)
@@ -191,7 +170,9 @@ def test_public_name_has_a_docstring(name: str) -> None:
     if not is_alias and (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
         doc = obj.__doc__  # the object's own, never one inherited from a base class
     else:
-        doc = _attribute_docstring(name)  # a constant or an alias: its docstring is in the source
+        # A constant or an alias: its docstring is under its assignment, in the source.
+        found = _definition("constraint_sched", name)
+        doc = None if found is None else found[1]
     assert doc is not None, f"constraint_sched.{name} has no docstring"
     assert doc.strip(), f"constraint_sched.{name} has an empty docstring"
 
