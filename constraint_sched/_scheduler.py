@@ -376,8 +376,8 @@ class ConstraintScheduler(Readings):
             ValueError: A non-finite value with ``nonfinite="raise"``.
         """
         # The dispatch is ordered for speed: this is the training loop's hot path. Python
-        # floats need no conversion or check where nothing else is asked (`_plain`); a
-        # value is converted inline; `_value` repeats the checks only to raise.
+        # floats need no conversion or check where nothing else is asked (`_plain_one`,
+        # `_plain_size`); a value is converted inline; `_value` repeats checks only to raise.
         kind = type(name_or_value)
         if kind is float and value is _MISSING and self._plain_one:
             self._add(0, name_or_value)  # type: ignore[arg-type]
@@ -735,9 +735,9 @@ class ConstraintScheduler(Readings):
         self._st, self._specs = st, specs
         self._in_window = window_open(self._cfg, st)
         # Floats go straight to the books: no centre, NaN skipped, no window to check.
-        self._plain = not (self._centre is not None or self._raise_nonfinite or self._in_window)
-        self._plain_one = self._plain and self._single  # observe(value)
-        self._plain_size = len(self._names) if self._plain else 0  # observe({every name: value})
+        plain = not (self._centre is not None or self._raise_nonfinite or self._in_window)
+        self._plain_one = plain and self._single  # observe(value)
+        self._plain_size = len(self._names) if plain else 0  # observe({every name: value})
         above, below = (st.bound, -math.inf) if self._cfg.side != "lower" else (math.inf, st.bound)
         n = len(self._names)
         self._books.limits([above] * n, [below] * n)
