@@ -24,6 +24,10 @@ from constraint_sched._events import (
     Settled,
     Squeezed,
 )
+from constraint_sched._feed import (
+    Agreement,
+    EpochFeed,
+)
 from constraint_sched._inputs import (
     Reduction,
 )
@@ -72,6 +76,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "Agreement",
     "BackedOff",
     "Backoff",
     "BackoffMetric",
@@ -90,6 +95,7 @@ __all__ = [
     "DiscoveryPhase",
     "DiscoveryStatistic",
     "Echo",
+    "EpochFeed",
     "EpochStats",
     "Event",
     "Held",

@@ -326,12 +326,25 @@ class ConstraintTerm:
                     f"{self._owner} {self._name!r}: {what} is not finite ({number!r}); the "
                     "step's loss should be skipped or the step rolled back"
                 )
+        return self._multiplier.sign * self.step(x, m, self._scheduler.observe) * x
+
+    def step(self, value: float, main: float, observe: Callable[[Any], None]) -> float:
+        """One step on host numbers, for an adapter: returns the weight it applies.
+
+        ``observe(value)`` records the value (an adapter's scheduler counts
+        it on its books). A non-finite value or main loss is counted and
+        leaves the weight as it was; `__call__` refuses one first.
+        """
+        finite = math.isfinite(value) and math.isfinite(main)
+        if finite:
+            self._multiplier.check_unit(math.isfinite(self.aim), main,
+                                        f"{self._owner} {self._name!r}")  # fmt: skip
         self._weight = self._multiplier.weight
-        aim = self._aim_bound()
-        self._multiplier.check_unit(math.isfinite(aim), m, f"{self._owner} {self._name!r}")
-        self._scheduler.observe(x)
-        self._multiplier.apply(self._plan(aim), x, m)
-        return self._multiplier.sign * self._weight * x
+        observe(value)
+        plan = self.plan()  # the step counts, whatever its numbers
+        if finite:
+            self._multiplier.apply(plan, value, main)
+        return self._weight
 
     def plan(self) -> StepPlan:
         """Count one step and return its plan: the bound in force, the aim, the epoch's counts.
@@ -447,8 +460,17 @@ class ConstraintTerm:
             "weight": float(self._weight),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], *, scheduler: Callable[[Any], None] | None = None
+    ) -> None:
         """Restore a `state_dict`; on an error nothing changes.
+
+        Args:
+            state: What `state_dict` returned.
+            scheduler: What loads ``state["scheduler"]``: an adapter's (whose
+                state holds its own epoch's books), called after everything
+                else is checked and before anything changes; it must change
+                nothing when it raises. The scheduler's own by default.
 
         Raises:
             TypeError: Not a mapping.
@@ -456,17 +478,9 @@ class ConstraintTerm:
             ValueError: An invalid entry, named.
         """
         multiplier, steps, last_steps, weight = self._parse_state(state)
-        self._load_scheduler(state["scheduler"])
+        (self._scheduler.load_state_dict if scheduler is None else scheduler)(state["scheduler"])
         self._multiplier = multiplier
         self._steps, self._last_steps, self._weight = steps, last_steps, weight
-        self._loaded()
-
-    def _load_scheduler(self, state: Any) -> None:
-        """Load the scheduler's part of a state dict (a subclass's own scheduler loads it)."""
-        self._scheduler.load_state_dict(state)
-
-    def _loaded(self) -> None:
-        """After a successful `load_state_dict`: a subclass drops what it derived from the state."""
 
     def _parse_state(self, state: Any) -> tuple[ChanceMultiplier, int, int, float]:
         """Check everything in a state dict but the scheduler's part (its own load checks it)."""

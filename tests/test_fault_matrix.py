@@ -445,7 +445,7 @@ def test_a_retried_mapping_counts_each_value_once_in_the_core_collection_and_ada
         sched.observe({"a": 5.0, names[1]: 1.0})  # the retry, spelled right
     assert core.current_epoch.steps == 1
     assert group["a"].current_epoch.steps == 1
-    assert torch_sched._host.count == [1, 1]
+    assert torch_sched._feed.host.count == [1, 1]
 
 
 @pytest.mark.parametrize(

@@ -250,7 +250,7 @@ def test_installed_adapters_namespace_imports(tmp_path: Path) -> None:
 
 TORCH_ADAPTER_FILES = {
     f"constraint_sched/adapters/torch/{name}.py"
-    for name in ("__init__", "_scheduler", "_lbo", "_rollback", "_accumulate", "_distributed")
+    for name in ("__init__", "_scheduler", "_lbo", "_rollback", "_term", "_distributed")
 }
 TRAINER_FILES = {
     f"constraint_sched/adapters/lbo_vae/{name}.py"

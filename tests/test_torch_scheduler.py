@@ -1188,7 +1188,7 @@ def test_a_state_of_the_earlier_combined_format_still_loads() -> None:
     """Checkpoints written before the exact per-source format (one tally per spec) load."""
     source = TorchScheduler(checkpoint_core(), accumulate="device")
     half_epoch(source, 1, 0)
-    tallies, rejects = source._collect(distributed=False)
+    tallies, rejects = source._feed._collect(None)
     state = source.state_dict()
     state["epoch"] = {
         "rejects": rejects,
@@ -1207,7 +1207,7 @@ def test_a_state_of_the_earlier_combined_format_still_loads() -> None:
     }
     clone = TorchScheduler(checkpoint_core(), accumulate="device")
     clone.load_state_dict(state)
-    again, again_rejects = clone._collect(distributed=False)
+    again, again_rejects = clone._feed._collect(None)
     assert again_rejects == rejects
     assert [(t.count, t.nonfinite, t.violations, t.maximum) for t in again] == [
         (t.count, t.nonfinite, t.violations, t.maximum) for t in tallies

@@ -47,3 +47,36 @@ def gather(obj: Any, group: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size(group)
     dist.all_gather_object(out, obj, group=group)
     return out
+
+
+class Agreement:
+    """`constraint_sched.Agreement` over a ``torch.distributed`` group."""
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+        self.rank = rank(group)
+
+    def device(self, preferred: torch.device | None) -> torch.device:
+        return reduce_device(self.group, torch.device("cpu") if preferred is None else preferred)
+
+    def reduce(self, packed: torch.Tensor, n: int) -> None:
+        reduce_books(packed, n, self.group)
+
+    def gather(self, obj: Any) -> list[Any]:
+        return gather(obj, self.group)
+
+
+def agreement(group: Any) -> Agreement | None:
+    """The group's agreement when a distributed run is active, else None."""
+    return Agreement(group) if active(group) else None
+
+
+def mean(group: Any, value: torch.Tensor, main: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A term's value and main loss averaged across ranks (one all-reduce), or as they are."""
+    if not active(group):
+        return value, main
+    where = reduce_device(group, value.device)
+    pair = torch.stack([value.to(torch.float64), main.to(value.device, torch.float64)]).to(where)
+    dist.all_reduce(pair, op=dist.ReduceOp.SUM, group=group)
+    pair = (pair / dist.get_world_size(group)).to(value.device)
+    return pair[0].to(value.dtype), pair[1]

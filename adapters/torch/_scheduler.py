@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-import zlib
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, SupportsFloat
 
@@ -14,17 +11,14 @@ import torch
 
 from constraint_sched import (
     ConstraintScheduler,
+    EpochFeed,
     Event,
-    Phase,
     Readings,
     SchedulerCollection,
     Tally,
 )
-from constraint_sched import functional as F
 from constraint_sched.adapters.torch import _distributed
-from constraint_sched.adapters.torch._accumulate import DeviceBooks, upload
 from constraint_sched.adapters.torch._bound import bound_reading
-from constraint_sched.adapters.torch._legacy import load_combined, load_previous_device
 from constraint_sched.adapters.torch._tensors import BoundTensors
 from constraint_sched.state import FORMAT_VERSION, Reader, check_header
 
@@ -36,7 +30,7 @@ or ``"host"`` (every value read to the host)."""
 Observation = SupportsFloat | torch.Tensor
 """An observed value: a tensor on any device (with or without grad) or a number."""
 
-_MISSING: Any = object()
+_XP = array_api_compat.array_namespace(torch.empty(0))
 _FORMAT = "constraint_sched.adapters.torch.TorchScheduler"
 
 
@@ -99,67 +93,43 @@ class TorchScheduler(BoundTensors, Readings):
         accumulate: Accumulate = "auto",
         process_group: Any = None,
     ) -> None:
-        if isinstance(scheduler, ConstraintScheduler):
-            collection = SchedulerCollection([scheduler])  # one scheduler: a collection of one
-        elif isinstance(scheduler, SchedulerCollection):
-            collection = scheduler
-        else:
-            raise TypeError(
-                "TorchScheduler: scheduler must be a ConstraintScheduler or a "
-                f"SchedulerCollection, got {scheduler!r}"
-            )
         if accumulate not in ("auto", "device", "host"):
             raise ValueError(
                 f"TorchScheduler: accumulate must be 'auto', 'device' or 'host', got {accumulate!r}"
             )
-        self._core, self._collection = scheduler, collection
-        self._schedulers = tuple(collection)
+        self._feed = EpochFeed(scheduler, owner="TorchScheduler", xp=_XP, dtype=_dtype,
+                               also=" or a tensor")  # fmt: skip
         self._accumulate: Accumulate = accumulate
         self._group = process_group
-        self._names = tuple(n for s in self._schedulers for n in s.names)
-        self._index = {n: i for i, n in enumerate(self._names)}
-        self._owner = [s for s in self._schedulers for _ in s.names]
-        self._raising = [s.nonfinite == "raise" for s in self._owner]
-        self._centres = [s.centre for s in self._owner]  # a "width" bound observes |x - centre|
-        self._sample_size = max(s.discovery.reservoir for s in self._schedulers)
-        config = json.dumps([s.state_dict()["config"] for s in self._schedulers], sort_keys=True)
-        self._digest = zlib.crc32(config.encode())
-        self._xp = array_api_compat.array_namespace(torch.empty(0))
-        self._host = F.HostBooks(len(self._names))
-        self._devices: dict[torch.device, DeviceBooks] = {}
-        self._last: dict[str, Tally] = {}
-        self._flushed: list[Tally] | None = None  # merged early this epoch (a steps window)
-        self._window_calls = 0  # observe calls this epoch, while a steps window is open
-        self._window_at: int | None = None
         self._init_tensors()
-        self._start_epoch()
+        self._refresh_tensors()
 
     # -- reading (the rest is constraint_sched.Readings) -----------------------------
 
     @property
     def core(self) -> ConstraintScheduler | SchedulerCollection:
         """The wrapped core scheduler or collection."""
-        return self._core
+        return self._feed.core
 
     @property
     def schedulers(self) -> tuple[ConstraintScheduler, ...]:
         """The core schedulers, in order (one when a single scheduler was given)."""
-        return self._schedulers
+        return self._feed.schedulers
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every spec name, in order."""
-        return self._names
+        return self._feed.names
 
     @property
     def last_tallies(self) -> dict[str, Tally]:
         """The last completed epoch's statistics per spec, across every rank."""
-        return dict(self._last)
+        return dict(self._feed.last)
 
     @property
     def last_means(self) -> dict[str, float]:
         """The last completed epoch's mean of the valid observations per spec (NaN if none)."""
-        return {n: t.mean for n, t in self._last.items()}
+        return {n: t.mean for n, t in self._feed.last.items()}
 
     @property
     def bound(self) -> float:
@@ -178,7 +148,7 @@ class TorchScheduler(BoundTensors, Readings):
     def observe(
         self,
         name_or_value: str | Observation | Mapping[str, Observation],
-        value: Observation = _MISSING,
+        value: Observation = EpochFeed.MISSING,
         *,
         accepted: torch.Tensor | bool | None = None,
     ) -> None:
@@ -207,69 +177,28 @@ class TorchScheduler(BoundTensors, Readings):
                 device; a non-finite host value of a scheduler with
                 ``nonfinite="raise"`` (device values are checked at the epoch boundary).
         """
-        if value is not _MISSING:
-            items: Any = ((name_or_value, value),)
-        elif isinstance(name_or_value, Mapping):
-            items = name_or_value.items()
-        elif len(self._names) == 1:
-            items = ((self._names[0], name_or_value),)
-        else:
-            raise TypeError(
-                f"TorchScheduler: observe(value) needs exactly one spec; this one has "
-                f"{list(self._names)}: use observe(name, value) or observe({{name: value}})"
-            )
-        where, flag = self._acceptance(accepted)
-        if where is False:
+        items = self._feed.items(name_or_value, value)
+        flag = self._acceptance(accepted)
+        if flag is False:
             return
-        # Everything is checked before anything is recorded.
-        groups: dict[torch.device, tuple[list[int], list[torch.Tensor]]] = {}
-        on_host: list[tuple[int, float]] = []
-        for name, v in items:
-            i = self._index.get(name)
-            if i is None:
-                i = self._slot(name)
-            centre = self._centres[i]
-            if isinstance(v, torch.Tensor):
-                _check_tensor(v, f"TorchScheduler.observe: the value of {name!r}")
-                if centre is not None:
-                    v = (v.detach() - centre).abs()
-                if self._on_device(v) or (where is not None and v.device.type != "cpu"):
-                    device = v.device if where is None else where
-                    group = groups.setdefault(device, ([], []))
-                    group[0].append(i)
-                    group[1].append(v.to(device))
-                    continue
-                x = float(v.item())
-            else:
-                x = F.real_number(
-                    v, f"TorchScheduler.observe: the value of {name!r}", " or a tensor"
-                )
-                if centre is not None:
-                    x = abs(x - centre)
-            if where is not None:  # acceptance is decided on the device: so is this value
-                group = groups.setdefault(where, ([], []))
-                group[0].append(i)
-                group[1].append(torch.full((), x, dtype=torch.float64, device=where))
-            elif x - x != 0.0 and self._raising[i]:
-                raise ValueError(
-                    f"TorchScheduler: non-finite observation {x!r} of {name!r} "
-                    "(nonfinite='raise'); nothing was recorded"
-                )
-            else:
-                on_host.append((i, x))
-        for i, x in on_host:
-            self._host.add(i, x)
-        for device, (slots, values) in groups.items():
-            self._books(device).add(tuple(slots), values, flag if device == where else None)
-        if self._window_at is not None:
-            self._window_calls += 1
-            if self._window_calls >= self._window_at:
-                self._end_windows()
+        where = None if flag is None else flag.device
 
-    def _acceptance(self, accepted: Any) -> tuple[Any, torch.Tensor | None]:
-        """Where acceptance is decided: (device, flag); (None, None): host; (False, None): no."""
+        def route(name: str, v: Any) -> tuple[torch.device | None, Any]:
+            if not isinstance(v, torch.Tensor):
+                return None, v
+            _check_tensor(v, f"TorchScheduler.observe: the value of {name!r}")
+            if self._on_device(v) or (where is not None and v.device.type != "cpu"):
+                return (v.device if where is None else where), v.detach().to(where or v.device)
+            return None, float(v.item())
+
+        agreement = _distributed.agreement(self._group) if self._feed.windows else None
+        if self._feed.observe(items, route, flag, agreement):
+            self._refresh_tensors()
+
+    def _acceptance(self, accepted: Any) -> torch.Tensor | Literal[False] | None:
+        """A device flag deciding acceptance there; None: counted; False: not counted."""
         if accepted is None:
-            return None, None
+            return None
         if isinstance(accepted, torch.Tensor):
             _check_tensor(accepted, "TorchScheduler.observe: accepted", element=False)
             if accepted.dtype != torch.bool or accepted.numel() != 1:
@@ -278,10 +207,10 @@ class TorchScheduler(BoundTensors, Readings):
                     f"tensor, got a {accepted.dtype} tensor of shape {tuple(accepted.shape)}"
                 )
             if self._on_device(accepted):
-                return accepted.device, accepted.reshape(())
-            return (None, None) if accepted.item() else (False, None)
+                return accepted.reshape(())
+            return None if accepted.item() else False
         if isinstance(accepted, (bool, np.bool_)):
-            return (None, None) if accepted else (False, None)
+            return None if accepted else False
         raise TypeError(
             f"TorchScheduler.observe: accepted must be a bool or a bool tensor, "
             f"got {type(accepted).__name__} {accepted!r}"
@@ -312,10 +241,10 @@ class TorchScheduler(BoundTensors, Readings):
                     f"{count.device}"
                 )
             if device_flag:
-                self._books(count.device).reject(count)
+                self._feed.reject(count.detach(), count.device)
                 return
             count = int(count.item())
-        self._host.rejects += F.check_count(count, "TorchScheduler.reject")
+        self._feed.reject(count)
 
     # -- the epoch boundary ----------------------------------------------------------
 
@@ -339,112 +268,15 @@ class TorchScheduler(BoundTensors, Readings):
                 path (counted per spec): those values are dropped and nothing
                 else changes, so the next call ends the epoch without them.
         """
-        log = log and _distributed.rank(self._group) == 0
-        if self._core is not self._collection and not isinstance(tighten, bool):
-            raise TypeError(
-                "TorchScheduler.advance_epoch: tighten is a bool for a single "
-                f"scheduler, got {tighten!r}"
-            )
-        tallies = self._merge_epoch_so_far(log=log)
-        events = self._collection.advance_epoch(log=log, tighten=tighten)
-        if self._flushed is not None:  # a steps discovery ended inside the epoch: report it whole
-            tallies = [a + b for a, b in zip(self._flushed, tallies, strict=True)]
-        self._last = dict(zip(self._names, tallies, strict=True))
-        self._flushed, self._window_calls = None, 0
-        self._start_epoch()
+        agreement = _distributed.agreement(self._group)
+        events = self._feed.end_epoch(agreement, tighten=tighten, log=log)
+        self._refresh_tensors()
         return events
 
     def add_callback(self, callback: Callable[[Event], None]) -> None:
         """Call ``callback(event)`` for every later event of every scheduler, on every rank."""
-        for scheduler in self._schedulers:
+        for scheduler in self.schedulers:
             scheduler.add_callback(callback)
-
-    def _merge_epoch_so_far(self, *, log: bool) -> list[Tally]:
-        """Synchronise once, agree across ranks and merge everything into the core."""
-        distributed = _distributed.active(self._group)
-        if distributed:
-            self._check_agreement()
-        tallies, rejects = self._collect(distributed)
-        bad = [i for i, t in enumerate(tallies) if t.nonfinite and self._raising[i]]
-        if bad:  # raised once: the bad values go, so the next call can end the epoch
-            for i in bad:
-                self._host.drop_nonfinite(i)
-            for books in self._devices.values():
-                books.forget_nonfinite(bad)
-            counts = ", ".join(f"{tallies[i].nonfinite} of {self._names[i]!r}" for i in bad)
-            raise ValueError(
-                f"TorchScheduler: non-finite observations this epoch ({counts}) with "
-                "nonfinite='raise'; they were dropped and the epoch's other observations kept: "
-                "call advance_epoch again to end the epoch without them"
-            )
-        for scheduler in self._schedulers:  # rejects first: a steps discovery counts them
-            scheduler.reject(rejects)
-        for i, tally in enumerate(tallies):
-            self._owner[i].merge(self._names[i], tally, log=log)
-        return tallies
-
-    def _collect(self, distributed: bool) -> tuple[list[Tally], int]:
-        """Every slot's tally of the epoch (across ranks if ``distributed``): one sync."""
-        n, xp = len(self._names), self._xp
-        live = [b for b in self._devices.values() if b.touched or b.rows is not None]
-        target = live[0].device if live else torch.device("cpu")
-        if distributed:
-            target = _distributed.reduce_device(self._group, target)
-        head = upload(self._host.pack(), torch.float64, target)
-        size = head.numel()
-        packs = [b.pack().to(target) for b in live]
-        books = F.unpack(xp, head, n)
-        for packed in packs:
-            books = F.merge(xp, books, F.unpack(xp, packed[:size], n))
-        head = F.pack(xp, books)
-        if distributed:
-            _distributed.reduce_books(head, n, self._group)
-        flat = torch.cat([head, *packs]).tolist()  # the one synchronisation
-        # Median/quantile samples: each source (the host, each device, each rank) holds a
-        # uniform sample of its own valid values; they are combined in proportion to the
-        # values each stands for, the same way on every rank.
-        sampled = [i for i in range(n) if self._sampled(i)]
-        sources: dict[int, list[tuple[list[float], int]]] = {i: [] for i in sampled}
-        start = size
-        for packed in packs:
-            own, start = flat[start : start + packed.numel()], start + packed.numel()
-            for i, source in F.row_samples(own, n, sampled).items():
-                sources[i].append(source)
-        if self._host.reservoirs is not None:
-            for i in sampled:
-                reservoir = self._host.reservoirs[i]
-                sources[i].append((list(reservoir.values), reservoir.count))
-        if distributed and sampled:
-            every = _distributed.gather(sources, self._group)
-            sources = {i: [p for rank in every for p in rank[i]] for i in sampled}
-        samples: list[list[float]] = [[] for _ in range(n)]
-        for i in sampled:
-            seed = F.seed_for(f"{self._names[i]}/combine/{self.epoch}")
-            samples[i], _ = F.combine([p for p in sources[i] if p[1]], self._sample_size, seed)
-        where = F.layout(n)
-        for i in sampled:  # a small sample of steps can keep none with a valid value of a slot
-            valid = flat[where["count"].start + i] - flat[where["nonfinite"].start + i]
-            if not samples[i] and valid > 0:  # then the epoch's mean stands in for its sample
-                samples[i] = [flat[where["total"].start + i] / valid]
-        return F.tallies(flat[:size], n, samples)
-
-    def _end_windows(self) -> None:
-        """A ``steps`` discovery's window is full: merge what the epoch saw so far (one sync)."""
-        tallies = self._merge_epoch_so_far(log=_distributed.rank(self._group) == 0)
-        if self._flushed is not None:
-            tallies = [a + b for a, b in zip(self._flushed, tallies, strict=True)]
-        self._flushed = tallies
-        self._start_epoch()
-
-    def _check_agreement(self) -> None:
-        mine = (self._digest, self.epoch, self._names)
-        for r, theirs in enumerate(_distributed.gather(mine, self._group)):
-            if theirs != mine:
-                raise ValueError(
-                    f"TorchScheduler: rank {r} has (config digest, epoch, specs) {theirs!r} but "
-                    f"rank {_distributed.rank(self._group)} has {mine!r}; every rank must build "
-                    "the same schedulers and call advance_epoch together"
-                )
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -462,19 +294,7 @@ class TorchScheduler(BoundTensors, Readings):
         Returns:
             ``{"format", "version", "names", "core", "epoch"}``.
         """
-        flushed = None if self._flushed is None else [t.state() for t in self._flushed]
-        return {
-            "format": _FORMAT,
-            "version": FORMAT_VERSION,
-            "names": list(self._names),
-            "core": self._core.state_dict(),
-            "epoch": {
-                "host": self._host.state(),
-                "devices": [b.state() for b in self._devices.values() if b.touched],
-                "window_calls": self._window_calls,
-                "flushed": flushed,
-            },
-        }
+        return {"format": _FORMAT, "version": FORMAT_VERSION, **self._feed.state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a `state_dict`: the core's state and the epoch's statistics so far.
@@ -489,119 +309,17 @@ class TorchScheduler(BoundTensors, Readings):
             ValueError: Corrupt, foreign or newer data, other spec names, or a
                 state no run reaches; the message names the field. Nothing changes.
         """
-        path = "state_dict"
-        check_header(state_dict, _FORMAT, path)
-        names = state_dict.get("names")
-        if names != list(self._names):
-            raise ValueError(
-                f"{path}.names: saved for specs {names!r}, but this TorchScheduler has "
-                f"{list(self._names)}"
-            )
-        core = state_dict.get("core")
-        if not isinstance(core, Mapping):
-            raise ValueError(f"{path}.core: expected a mapping, got {core!r}")
-        epoch = Reader(state_dict, path).child("epoch")
-        before = self.state_dict()
-        try:
-            self._load(core, epoch)
-        except ValueError:
-            self._load(before["core"], Reader(before, path).child("epoch"))
-            raise
-
-    def _load(self, core: Mapping[str, Any], epoch: Reader) -> None:
-        """Load the core, then the epoch's statistics (`load_state_dict` undoes a failure)."""
-        combined = "host" not in epoch.data  # the oldest layout: one tally per spec
-        window_calls = 0 if combined else epoch.integer("window_calls")
-        flushed = epoch.data.get("flushed")
-        if flushed is not None:
-            items = epoch.items("flushed", len(self._names))
-            flushed = [
-                Tally.from_state(x, f"{epoch.path}.flushed[{i}]") for i, x in enumerate(items)
-            ]
-        self._core.load_state_dict(core)
-        self._devices = {}
-        self._window_calls, self._flushed = window_calls, flushed
-        self._start_epoch()
-        if combined:
-            load_combined(self._host, epoch)
-            return
-        self._host.load(epoch.child("host"))
-        for k, item in enumerate(epoch.items("devices")):
-            saved = Reader(item, f"{epoch.path}.devices[{k}]")
-            if "stats" in saved.data:  # the previous release's layout: merged on the host
-                load_previous_device(self._host, saved)
-                continue
-            device = _usable_device(saved)
-            if device in self._devices:
-                raise ValueError(
-                    f"{saved.path}.device: the statistics of {saved.data.get('device')!r} would "
-                    f"be restored on {device}, which already holds another device's"
-                )
-            self._books(device).load(saved)
-
-    # -- internals -------------------------------------------------------------------
-
-    def scheduler_of(self, name: str) -> ConstraintScheduler:
-        """The core scheduler holding spec ``name``.
-
-        Raises:
-            KeyError: No spec has that name.
-        """
-        try:
-            return self._owner[self._index[name]]
-        except (KeyError, TypeError):
-            raise KeyError(
-                f"TorchScheduler has no spec {name!r}; it has {list(self._names)}"
-            ) from None
+        check_header(state_dict, _FORMAT, "state_dict")
+        self._feed.load(Reader(state_dict, "state_dict"), _usable_device)
+        self._refresh_tensors()
 
     def _on_device(self, t: torch.Tensor) -> bool:
         mode = self._accumulate
         return mode == "device" or (mode == "auto" and t.device.type != "cpu")
 
-    def _sampled(self, i: int) -> bool:
-        s = self._owner[i]
-        return s.phase is Phase.DISCOVERY and s.discovery.statistic in ("median", "quantile")
 
-    def _books(self, device: torch.device) -> DeviceBooks:
-        books = self._devices.get(device)
-        if books is None:
-            books = self._devices[device] = DeviceBooks(len(self._names), device, self._sample_size)
-            self._start(device, books)
-        return books
-
-    def _start(self, device: torch.device, books: DeviceBooks) -> None:
-        above, below = self._limits()
-        sampling = any(self._sampled(i) for i in range(len(self._names)))
-        seed = F.seed_for("/".join(self._names) + f"@{device}/{self.epoch}")
-        books.start(above, below, sampling, seed)
-
-    def _limits(self) -> tuple[list[float], list[float]]:
-        """Per slot, the values above and below which a value violates the bound in force."""
-        upper = [s.side != "lower" for s in self._owner]  # a half-width is a ceiling
-        bounds = [s.bound for s in self._owner]
-        above = [b if u else math.inf for b, u in zip(bounds, upper, strict=True)]
-        below = [-math.inf if u else b for b, u in zip(bounds, upper, strict=True)]
-        return above, below
-
-    def _start_epoch(self) -> None:
-        above, below = self._limits()
-        reservoirs = None
-        if any(self._sampled(i) for i in range(len(self._names))):
-            reservoirs = [
-                F.Reservoir(self._sample_size, F.seed_for(f"{n}@host/{self.epoch}"))
-                for n in self._names
-            ]
-        self._host.start(above, below, reservoirs)
-        for device, books in self._devices.items():
-            self._start(device, books)
-        windows = [
-            s.discovery.steps
-            for s in self._schedulers
-            if s.discovery.steps is not None and s.phase is Phase.DISCOVERY
-        ]
-        open_windows = [w for w in windows if w > self._window_calls]
-        self._window_at = min(open_windows) if open_windows else None
-        self._refresh_tensors()
+def _dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 def _check_tensor(t: torch.Tensor, what: str, *, element: bool = True) -> None:

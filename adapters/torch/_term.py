@@ -8,7 +8,6 @@ from typing import Any
 
 import array_api_compat
 import torch
-import torch.distributed as dist
 
 from constraint_sched import (
     ConstraintTerm,
@@ -134,8 +133,8 @@ class TorchConstraintTerm(TermReadings):
         """
         x = self._reduce(value)
         detached, m = x.detach(), self._main(main, x.device)
-        agreed, m = self._agree(detached, m)
-        sign, owner = self.core.multiplier.sign, f"{self._owner} {self.core.name!r}"
+        agreed, m = _distributed.mean(self._group, detached, m)
+        sign = self.core.multiplier.sign
         if self._accumulate == "device" or x.device.type != "cpu":
             st = self._state_for(x)
             weight = F.weight(self._xp, st).to(x.dtype)
@@ -147,27 +146,9 @@ class TorchConstraintTerm(TermReadings):
             term: torch.Tensor = sign * weight * x
             return term
         self._to_host()
-        v, mv = float(agreed), float(m)
-        finite = math.isfinite(v) and math.isfinite(mv)
-        if finite:
-            self.core.multiplier.check_unit(math.isfinite(self.core.aim), mv, owner)
-        self._weight = self.core.multiplier.weight
-        self._torch.observe(detached)
-        plan = self.core.plan()  # the step counts, whatever its numbers
-        if finite:
-            self.core.multiplier.apply(plan, v, mv)
+        observe = self._torch.observe
+        self._weight = self.core.step(float(agreed), float(m), lambda _: observe(detached))
         return sign * self._weight * x
-
-    def _agree(self, value: torch.Tensor, main: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The value and main loss averaged across ranks (one all-reduce), or as they are."""
-        if not _distributed.active(self._group):
-            return value, main
-        where = _distributed.reduce_device(self._group, value.device)
-        pair = torch.stack([value.to(torch.float64), main.to(value.device, torch.float64)])
-        pair = pair.to(where)
-        dist.all_reduce(pair, op=dist.ReduceOp.SUM, group=self._group)
-        pair = (pair / dist.get_world_size(self._group)).to(value.device)
-        return pair[0].to(value.dtype), pair[1]
 
     def _main(self, main: Any, device: torch.device) -> torch.Tensor:
         """The step's main loss as a detached 0-d tensor on ``device``."""
@@ -249,32 +230,15 @@ class TorchConstraintTerm(TermReadings):
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a `state_dict`; on an error nothing changes.
+        """Restore a `state_dict` (its scheduler part: TorchScheduler's); on an error, no change.
 
         Raises:
             TypeError: Not a mapping.
             KeyError: A missing entry, named.
             ValueError: An invalid entry, named.
         """
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                f"{self._owner}.load_state_dict: expected a mapping, got {type(state).__name__}"
-            )
-        saved = state.get("scheduler")
-        core = saved.get("core") if isinstance(saved, Mapping) else None
-        if not isinstance(saved, Mapping) or not isinstance(core, Mapping):
-            raise ValueError(
-                f"{self._owner}.load_state_dict: state['scheduler'] is not a TorchScheduler state"
-            )
-        before = self.state_dict()
-        self.core.load_state_dict({**state, "scheduler": core})
-        try:
-            self._torch.load_state_dict(saved)
-        except ValueError:
-            self.core.load_state_dict({**before, "scheduler": before["scheduler"]["core"]})
-            self._torch.load_state_dict(before["scheduler"])
-            raise
-        self._weight = float(state["weight"])
+        self.core.load_state_dict(state, scheduler=self._torch.load_state_dict)
+        self._weight = self.core.weight
         self._state, self._weight_tensor = None, None  # the numbers move to the next value's device
 
     def __repr__(self) -> str:

@@ -42,6 +42,7 @@ from constraint_sched._inputs import (
 )
 from constraint_sched._reservoir import Reservoir
 from constraint_sched._tally import Tally
+from constraint_sched.functional._array_books import ArrayBooks
 from constraint_sched.functional._books import (
     SCHEMA,
     Books,
@@ -102,6 +103,7 @@ __all__ = [
     "REQUIRED",
     "SCHEMA",
     "SPREAD_CLIP",
+    "ArrayBooks",
     "Books",
     "Decisions",
     "ChanceState",
