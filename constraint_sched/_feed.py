@@ -82,7 +82,7 @@ class EpochFeed:
         >>> import numpy as np
         >>> from constraint_sched import ConstraintScheduler, ConstraintSpec
         >>> feed = EpochFeed(ConstraintScheduler(ConstraintSpec("kl", "upper", margin=1e9)), xp=np)
-        >>> def route(name, value):  # arrays stay where they are; numbers go to the host
+        >>> def route(name, value, where):  # arrays stay where they are; numbers: the host
         ...     return ("cpu", value) if isinstance(value, np.ndarray) else (None, value)
         >>> _ = feed.observe(feed.items({"kl": np.asarray(40.0)}), route)
         >>> _ = feed.observe(feed.items(35.0), route)
@@ -161,7 +161,7 @@ class EpochFeed:
     def observe(
         self,
         items: Iterable[tuple[Any, Any]],
-        route: Callable[[str, Any], tuple[Any, Any]],
+        route: Callable[[str, Any, Any], tuple[Any, Any]],
         accepted: Any = None,
         agreement: Agreement | None = None,
     ) -> bool:
@@ -169,9 +169,10 @@ class EpochFeed:
 
         Args:
             items: ``(name, value)`` pairs (`items` makes them).
-            route: ``route(name, value)`` gives ``(device, array)``, a 0-d
-                array counted on that device with no host read, or ``(None,
-                number)``, counted on the host.
+            route: ``route(name, value, where)`` gives ``(device, array)``,
+                a 0-d array counted on that device with no host read, or
+                ``(None, number)``, counted on the host; ``where`` is the
+                device of ``accepted`` (None without it).
             accepted: A 0-d bool array: count the step only if true (its
                 device then counts the host's values too); None: counted.
             agreement: The processes' agreement, for a ``steps`` window that closes.
@@ -187,19 +188,25 @@ class EpochFeed:
         where = None if accepted is None else array_api_compat.device(accepted)
         groups: dict[Any, tuple[list[int], list[Any]]] = {}
         on_host: list[tuple[int, float]] = []
+        index, centres = self._index, self._centres
         for name, v in items:
-            i = self.slot(name)
-            centre = self._centres[i]
-            device, v = route(name, v)
+            i = index.get(name) if isinstance(name, str) else None
+            if i is None:
+                i = self.slot(name)
+            centre = centres[i]
+            device, v = route(name, v, where)
             if device is None:
-                v = real_number(v, f"{self.owner}.observe: the value of {name!r}", self._also)
+                if type(v) is not float:
+                    v = real_number(v, f"{self.owner}.observe: the value of {name!r}", self._also)
                 if where is not None:  # acceptance is decided on a device: so is this value
                     device = where
                     v = self.xp.asarray(v, dtype=self.xp.float64, device=where)
             if centre is not None:
                 v = abs(v - centre)
             if device is not None:
-                group = groups.setdefault(device, ([], []))
+                group = groups.get(device)
+                if group is None:
+                    group = groups[device] = ([], [])
                 group[0].append(i)
                 group[1].append(v)
             elif v - v != 0.0 and self._raising[i]:

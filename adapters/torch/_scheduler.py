@@ -181,19 +181,23 @@ class TorchScheduler(BoundTensors, Readings):
         flag = self._acceptance(accepted)
         if flag is False:
             return
-        where = None if flag is None else flag.device
-
-        def route(name: str, v: Any) -> tuple[torch.device | None, Any]:
-            if not isinstance(v, torch.Tensor):
-                return None, v
-            _check_tensor(v, f"TorchScheduler.observe: the value of {name!r}")
-            if self._on_device(v) or (where is not None and v.device.type != "cpu"):
-                return (v.device if where is None else where), v.detach().to(where or v.device)
-            return None, float(v.item())
-
         agreement = _distributed.agreement(self._group) if self._feed.windows else None
-        if self._feed.observe(items, route, flag, agreement):
-            self._refresh_tensors()
+        with torch.no_grad():  # the books take values, never their graphs
+            if self._feed.observe(items, self._route, flag, agreement):
+                self._refresh_tensors()
+
+    def _route(self, name: str, v: Any, where: torch.device | None) -> tuple[Any, Any]:
+        """Where ``v`` is counted: on its device (or ``accepted``'s), or on the host."""
+        if not isinstance(v, torch.Tensor):
+            return None, v
+        if v.numel() != 1 or v.is_complex() or v.dtype == torch.bool or v.is_meta:
+            _check_tensor(v, f"TorchScheduler.observe: the value of {name!r}")
+        accumulate = self._accumulate
+        if accumulate == "device" or (
+            v.device.type != "cpu" and (accumulate == "auto" or where is not None)
+        ):
+            return (v.device, v) if where is None else (where, v.to(where))
+        return None, float(v.item())
 
     def _acceptance(self, accepted: Any) -> torch.Tensor | Literal[False] | None:
         """A device flag deciding acceptance there; None: counted; False: not counted."""

@@ -94,7 +94,9 @@ class ArrayBooks:
         if observed is not None:  # the slots this step did not observe have no value in it
             by_slot = dict(zip(slots, values, strict=True))
             values = [by_slot.get(i, self._nan) for i in range(self.n)]
-        v = xp.stack([xp.reshape(t, ()) for t in values])
+        if any(t.ndim for t in values):
+            values = [xp.reshape(t, ()) for t in values]
+        v = xp.stack(values)
         if v.dtype != self.dtype:
             v = xp.astype(v, self.dtype)
         self.books = update(xp, self.books, v, above=self.above, below=self.below,

@@ -31,7 +31,7 @@ def make_feed() -> EpochFeed:
 feed, twin = make_feed(), make_feed()
 
 
-def route(name: str, value: object) -> tuple[object, object]:
+def route(name: str, value: object, where: object) -> tuple[object, object]:
     """Arrays are counted where they live; anything else on the host."""
     if isinstance(value, np.ndarray):
         return "cpu", value
