@@ -28,6 +28,7 @@ from constraint_sched import (
     ConstraintScheduler,
     ConstraintSpec,
     ConstraintTerm,
+    EpochFeed,
     Relative,
     SqueezeSchedule,
 )
@@ -115,6 +116,19 @@ def run_functional(epochs: list[list[Step]], side: str, xp: Any, jit: bool) -> l
     return out
 
 
+def run_feed(epochs: list[list[Step]], side: str) -> list[Any]:
+    """`EpochFeed` over numpy arrays: values and acceptance counted as arrays on one device."""
+    feed = EpochFeed(scheduler(side), xp=np)
+    out = []
+    for epoch in epochs:
+        for value, accepted in epoch:
+            flag = np.asarray(accepted)
+            feed.observe(feed.items(np.asarray(value)), lambda n, v, w: ("cpu", v), flag)
+            feed.reject(~flag, "cpu")
+        out.append((events(feed.end_epoch(log=False)), feed.core.bound))
+    return out
+
+
 @settings(deadline=None, max_examples=12)
 @given(
     epochs=st.lists(accepted_steps, min_size=1, max_size=5),
@@ -124,6 +138,7 @@ def test_the_books_agree_on_numpy_torch_and_jax(epochs: list[list[Step]], side: 
     expected = run_core(epochs, side)
     assert run_torch(epochs, side, "host") == expected
     assert run_torch(epochs, side, "device") == expected
+    assert run_feed(epochs, side) == expected
     np_xp = array_api_compat.array_namespace(np.zeros(1))
     assert run_functional(epochs, side, np_xp, jit=False) == expected
     with jax.enable_x64(True):

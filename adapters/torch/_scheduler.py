@@ -97,8 +97,9 @@ class TorchScheduler(BoundTensors, Readings):
             raise ValueError(
                 f"TorchScheduler: accumulate must be 'auto', 'device' or 'host', got {accumulate!r}"
             )
-        self._feed = EpochFeed(scheduler, owner="TorchScheduler", xp=_XP, dtype=_dtype,
-                               also=" or a tensor")  # fmt: skip
+        f32, f64 = torch.float32, torch.float64  # MPS has no float64
+        self._feed = EpochFeed(scheduler, owner="TorchScheduler", xp=_XP, also=" or a tensor",
+                               dtype=lambda d: f32 if d.type == "mps" else f64)  # fmt: skip
         self._accumulate: Accumulate = accumulate
         self._group = process_group
         self._init_tensors()
@@ -192,10 +193,8 @@ class TorchScheduler(BoundTensors, Readings):
             return None, v
         if v.numel() != 1 or v.is_complex() or v.dtype == torch.bool or v.is_meta:
             _check_tensor(v, f"TorchScheduler.observe: the value of {name!r}")
-        accumulate = self._accumulate
-        if accumulate == "device" or (
-            v.device.type != "cpu" and (accumulate == "auto" or where is not None)
-        ):
+        mode, cpu = self._accumulate, v.device.type == "cpu"
+        if mode == "device" or (not cpu and (mode == "auto" or where is not None)):
             return (v.device, v) if where is None else (where, v.to(where))
         return None, float(v.item())
 
@@ -320,10 +319,6 @@ class TorchScheduler(BoundTensors, Readings):
     def _on_device(self, t: torch.Tensor) -> bool:
         mode = self._accumulate
         return mode == "device" or (mode == "auto" and t.device.type != "cpu")
-
-
-def _dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 def _check_tensor(t: torch.Tensor, what: str, *, element: bool = True) -> None:

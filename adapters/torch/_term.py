@@ -20,6 +20,8 @@ from constraint_sched import functional as F
 from constraint_sched.adapters.torch import _distributed
 from constraint_sched.adapters.torch._scheduler import Accumulate, TorchScheduler
 
+_OWNER = "TorchConstraintTerm"
+
 # The array API has no special functions: the multiplier's normal quantile is torch's.
 F.register_ndtri(array_api_compat.array_namespace(torch.empty(0)).__name__, torch.special.ndtri)
 
@@ -70,8 +72,6 @@ class TorchConstraintTerm(TermReadings):
         >>> term.weight, tuple(mu.grad.shape)  # discovery: the KL weighs nothing yet
         (0.0, (32, 4))
     """
-
-    _owner = "TorchConstraintTerm"
 
     def __init__(
         self,
@@ -152,9 +152,9 @@ class TorchConstraintTerm(TermReadings):
 
     def _main(self, main: Any, device: torch.device) -> torch.Tensor:
         """The step's main loss as a detached 0-d tensor on ``device``."""
-        owner = f"{self._owner} {self.core.name!r}"
+        owner = f"{_OWNER} {self.core.name!r}"
         if not isinstance(main, torch.Tensor):
-            return torch.as_tensor(F.main_loss(main, self._owner), dtype=torch.float64)
+            return torch.as_tensor(F.main_loss(main, _OWNER), dtype=torch.float64)
         if main.device.type == "meta":
             raise TypeError(f"{owner}: main must be a real floating tensor with values, not meta")
         loss: torch.Tensor = F.array_main(main.detach(), owner)
@@ -163,9 +163,9 @@ class TorchConstraintTerm(TermReadings):
     def _reduce(self, value: Any) -> torch.Tensor:
         """The step's value per example, as a tensor (the batch mean of per-example values)."""
         if not isinstance(value, torch.Tensor):
-            number = F.per_example_mean(value, self.core.reduction, self._owner)
+            number = F.per_example_mean(value, self.core.reduction, _OWNER)
             return torch.as_tensor(number, dtype=torch.get_default_dtype())
-        owner = f"{self._owner} {self.core.name!r}"
+        owner = f"{_OWNER} {self.core.name!r}"
         if value.device.type == "meta":
             raise ValueError(f"{owner}: got a meta tensor, which holds no values")
         reduced: torch.Tensor = F.array_value(value, self.core.reduction, owner)
@@ -216,7 +216,7 @@ class TorchConstraintTerm(TermReadings):
         core = self.core
         if core.phase is not Phase.DISCOVERY and core.multiplier.state.seen:
             # The device set (or is about to set) the unit unchecked: check it once, here.
-            owner = f"{self._owner} {core.name!r}"
+            owner = f"{_OWNER} {core.name!r}"
             core.multiplier.check_unit(math.isfinite(core.aim), math.nan, owner)
         return events
 
@@ -242,4 +242,4 @@ class TorchConstraintTerm(TermReadings):
         self._state, self._weight_tensor = None, None  # the numbers move to the next value's device
 
     def __repr__(self) -> str:
-        return repr(self.core).replace("ConstraintTerm", self._owner, 1)
+        return repr(self.core).replace("ConstraintTerm", _OWNER, 1)
