@@ -76,7 +76,9 @@ class EpochFeed:
         core: The scheduler fed, or a collection of them.
         owner: The adapter's name, for messages.
         xp: The namespace of the arrays observed (None: numbers only).
-        dtype: The books' dtype on a device (None: ``xp.float64`` everywhere).
+        dtype: The books' dtype on a device, a function of the device
+            (None: ``xp.float64`` everywhere).
+        also: What else ``observe`` takes besides numbers, for messages.
 
     Examples:
         >>> import numpy as np

@@ -9,6 +9,7 @@ import pkgutil
 import pytest
 
 import constraint_sched
+import constraint_sched.functional
 
 # The core's modules only: never walk into constraint_sched.adapters (walk_packages
 # imports every package it meets, and the adapters import their frameworks).
@@ -16,6 +17,11 @@ MODULES = sorted(
     info.name
     for info in pkgutil.iter_modules(constraint_sched.__path__, "constraint_sched.")
     if info.name != "constraint_sched.adapters" and not info.name.endswith("__main__")
+) + sorted(
+    info.name
+    for info in pkgutil.iter_modules(
+        constraint_sched.functional.__path__, "constraint_sched.functional."
+    )
 )
 
 

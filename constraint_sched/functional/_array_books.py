@@ -51,7 +51,7 @@ class ArrayBooks:
         >>> books.add((0,), [np.asarray(12.0)], None)
         >>> books.add((0, 1), [np.asarray(3.0), np.asarray(np.nan)], None)
         >>> F.tallies(books.pack().tolist(), 2)[0][0]
-        Tally(count=2, nonfinite=0, violations=1, total=15.0, maximum=12.0, minimum=3.0)
+        Tally(count=2, nonfinite=0, violations=1, maximum=12.0, minimum=3.0, total=15.0, samples=())
     """
 
     def __init__(
