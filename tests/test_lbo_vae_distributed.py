@@ -183,13 +183,19 @@ def _worker_main(out: Path) -> None:
             super().__init__(*args, **kwargs)
             runs.append(self)
             stepper = self.stepper
-            real_step, real_inputs = stepper.__call__, stepper.inputs
+            real_step, real_inputs, real_check = stepper.__call__, stepper.inputs, stepper.check
 
             def inputs(*a: Any) -> Any:
                 found = real_inputs(*a)
                 if me == 1 and len(batches) == POISONED and not torch.is_grad_enabled():
                     return attrs.evolve(found, recon=torch.full_like(found.recon, math.nan))
-                return found  # the check after the step runs without grad: only it is poisoned
+                return found  # a calibration step's check after the step runs without grad
+
+            def check(*a: Any) -> Any:
+                found, inputs = real_check(*a)
+                if me == 1 and len(batches) == POISONED:  # the check after the step alone
+                    inputs = attrs.evolve(inputs, mu=torch.full_like(inputs.mu, math.nan))
+                return found, inputs
 
             class Step:
                 def __getattr__(self, name: str) -> Any:
@@ -202,6 +208,7 @@ def _worker_main(out: Path) -> None:
                     return result
 
             stepper.inputs = inputs  # type: ignore[method-assign]
+            stepper.check = check  # type: ignore[method-assign]
             self.stepper = Step()  # type: ignore[assignment]
 
     _train.Run = Recorded  # type: ignore[misc]

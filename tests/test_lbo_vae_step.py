@@ -97,3 +97,40 @@ def test_a_constraint_scores_one_once_met_and_keeps_its_gradient_below(
     else:  # not met: it pulls the KL down
         assert got < 0.0
         assert grad.item() < 0.0
+
+
+def batch(stepper: Stepper) -> torch.Tensor:
+    return torch.rand(16, 3, 16, 16)
+
+
+def test_the_check_after_a_step_runs_the_encoder_and_no_decoder(stepper: Stepper) -> None:
+    x = batch(stepper)
+    noise = stepper.vae.draw_noise(x)
+    perm = torch.roll(torch.arange(16), 1)
+    inputs = stepper.inputs(x, noise, noise, perm)
+    calls = {"encode": 0, "decode": 0}
+    for name in calls:
+        real = getattr(stepper.vae, name)
+
+        def counted(*a: object, name: str = name, real: object = real) -> object:
+            calls[name] += 1
+            return real(*a)  # type: ignore[operator]
+
+        setattr(stepper.vae, name, counted)
+    with torch.no_grad():
+        after, checked = stepper.check(x, noise, noise, perm, inputs)
+    assert calls == {"encode": 1, "decode": 0}
+    assert set(after) == set(stepper.barriers)
+    assert checked.mu is not inputs.mu  # the updated model's posterior
+
+
+def test_a_step_that_leaves_non_finite_parameters_is_rolled_back(stepper: Stepper) -> None:
+    for _ in range(2):  # past the calibration step
+        stepper(batch(stepper))
+    kept = [p.detach().clone() for p in stepper.vae.parameters()]
+    for group in stepper.optimizer.param_groups:
+        group["lr"] = math.nan
+    result = stepper(batch(stepper))
+    assert bool(result.rejected)
+    for p, q in zip(stepper.vae.parameters(), kept, strict=True):
+        assert torch.equal(p, q)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +23,9 @@ from constraint_sched.adapters.lbo_vae._model import LBOVAE, PatchDiscriminator
 from constraint_sched.adapters.lbo_vae._schedules import calibrated
 from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
 
+_LATENT: Final = frozenset({"mu", "logvar", "core_dims"})
+"""The `GoalInputs` fields the encoder alone gives: a barrier reading only these is cheap."""
+
 EMA_DECAY = 0.9
 """The decay of `Stepper.norm_ema`, the running mean of the gradient norms that clipping uses."""
 
@@ -31,10 +35,12 @@ class StepResult(NamedTuple):
 
     Attributes:
         loss: The barrier loss before the step (plain MSE while calibrating).
-        groups: The top-level group scores after the step, in `Stepper.group_names` order.
-        bottleneck: The index of the smallest group after the step.
+        groups: The top-level group scores before the step, in `Stepper.group_names`
+            order (all 1 while calibrating).
+        bottleneck: The index of the smallest group before the step.
         rejected: Whether the step was rolled back (a 0-d bool tensor).
-        metrics: Every goal's raw metric after the step (of the model kept).
+        metrics: Every goal's raw metric on the batch, detached: the barrier
+            goals' (the KL halves) after the step, the others before it.
     """
 
     loss: torch.Tensor
@@ -65,12 +71,15 @@ class Stepper:
 
     A step (LBO.md, section 1): the goals' raw metrics on the batch, their
     scores under the schedulers' current bounds, the barrier loss
-    ``-log(min group)``, an optimizer step, then the same batch (same noise)
-    again with the updated model: a non-finite loss or a group at 0 rolls the
-    step back (weights and optimizer state, with no host synchronisation) and
-    counts it as rejected; with ``barriers`` given, so does a step that takes
-    a barrier goal (the KL) past its ceiling or further past it. Accepted
-    steps' metrics go to the schedulers. The objective works on log scores,
+    ``-log(min group)``, an optimizer step, then a check of the updated model
+    on the same batch (same noise) of what the reject decision reads (`check`):
+    non-finite parameters or barrier metrics roll the step back (weights and
+    optimizer state, with no host synchronisation) and count it as rejected;
+    with ``barriers`` given, so does a step that takes a barrier goal (the KL)
+    past its ceiling or further past it. Only the barriers are evaluated
+    again (for the KL halves, the encoder alone), not the whole forward:
+    that re-evaluation cost three plain steps. Accepted steps' metrics go to
+    the schedulers. The objective works on log scores,
     so a goal far past its bound keeps its gradient.
     While a scale is still being calibrated (``auto``, LBO.md section 3) the
     step trains on plain pixel MSE instead. The discriminator is trained on
@@ -241,7 +250,7 @@ class Stepper:
         frozen. Same batch, same noise: the comparison is the step's alone.
         """
         sched = self.schedulers
-        crossed = torch.zeros((), dtype=torch.bool, device=next(iter(after.values())).device)
+        crossed = torch.zeros((), dtype=torch.bool, device=next(iter(before.values())).device)
         for name in self.barriers:
             past = sched.violation(name, after[name])
             crossed = crossed | ((past > 0) & (past > sched.violation(name, before[name])))
@@ -269,27 +278,29 @@ class Stepper:
 
     def __call__(self, x: torch.Tensor) -> StepResult:
         """One training step on batch ``x``."""
-        vae, disc = self.vae, self.disc
+        vae = self.vae
         b = x.shape[0]
         noise = vae.draw_noise(x)
         perturb = vae.draw_noise(x)
         perm = torch.roll(torch.arange(b, device=x.device), 1)
-        disc.eval()  # scoring only: spectral norm's power iteration stays put
+        self.disc.eval()  # scoring only: spectral norm's power iteration stays put
         calibrating = self.calibrating()
         self.guard.snapshot()
         inputs = self.inputs(x, noise, perturb, perm)
-        before: dict[str, torch.Tensor] = {}
+        before = compute(self.goals, inputs)
         if calibrating:
             loss = F.mse_loss(inputs.recon, x)
+            groups = torch.ones(len(self.group_names), device=x.device)
+            bottleneck = torch.zeros((), dtype=torch.long, device=x.device)
         else:
-            before = compute(self.goals, inputs)
             scores = self.log_scores(before)
+            with torch.no_grad():
+                result = self.objective(scores, log=True)
+            groups, bottleneck = result.groups, result.bottleneck
             if x.device.type == "cpu":
                 # The same loss and gradient, back-propagated through the bottleneck group
                 # alone (LBOObjective.group_loss): reading its index costs nothing here.
-                with torch.no_grad():
-                    index = int(self.objective(scores, log=True).bottleneck)
-                loss = self.objective.group_loss(scores, index, log=True)
+                loss = self.objective.group_loss(scores, int(bottleneck), log=True)
             else:  # no host read per step on an accelerator: the full loss
                 loss = self.objective(scores, log=True).loss
         self.optimizer.zero_grad(set_to_none=True)
@@ -298,18 +309,16 @@ class Stepper:
         if self.clip is not None:
             self._clip_gradients(active=not calibrating)
         self.optimizer.step()
+        metrics = {n: v.detach() for n, v in before.items()}
         with torch.no_grad():
-            after = self.inputs(x, noise, perturb, perm)
-            metrics = compute(self.goals, after)
-            if calibrating:  # only a non-finite loss rejects a calibration step
-                groups = torch.ones(len(self.group_names), device=x.device)
-                bottleneck = torch.zeros((), dtype=torch.long, device=x.device)
-                check = F.mse_loss(after.recon, x)
-                rejected = ~torch.isfinite(check)
+            if calibrating:  # the scales are calibrated on the updated model's metrics
+                inputs = self.inputs(x, noise, perturb, perm)
+                metrics = compute(self.goals, inputs)
+                rejected = ~torch.isfinite(F.mse_loss(inputs.recon, x))
             else:
-                result = self.objective(self.log_scores(metrics), log=True)
-                groups, bottleneck = result.groups, result.bottleneck
-                rejected = result.reject | self.crossed(before, metrics)
+                after, inputs = self.check(x, noise, perturb, perm, inputs)
+                metrics.update(after)
+                rejected = ~self._finite(after, inputs) | self.crossed(before, after)
         if self.agree is not None:
             rejected = self.agree(rejected)
         self.guard.restore_if(rejected)
@@ -318,9 +327,47 @@ class Stepper:
         )
         self.schedulers.reject(rejected)
         if self.steps % 2 == 0:
-            self._train_disc(x, after.recon, after.swap, rejected)
+            with torch.no_grad():  # the updated model's images, as the discriminator's fakes
+                vae, z = self.vae, self.vae.reparameterize(inputs.mu, inputs.logvar, noise)
+                core, detail = vae.split(z)
+                recon, swap = vae.decode(torch.cat([z, vae.join(core, detail[perm])])).chunk(2)
+            self._train_disc(x, recon, swap, rejected)
         self.steps += 1
         return StepResult(loss.detach(), groups, bottleneck, rejected, metrics)
+
+    def check(
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        perturb: torch.Tensor,
+        perm: torch.Tensor,
+        inputs: GoalInputs,
+    ) -> tuple[dict[str, torch.Tensor], GoalInputs]:
+        """The barrier goals' metrics of the updated model, same batch, same noise (no graph).
+
+        What the reject decision reads, and nothing more: the updated
+        posterior (the encoder runs again; no decoder does) and the barriers
+        (the KL halves), which read only it. A barrier that reads an image
+        gets the full forward.
+
+        Returns:
+            The metrics, and ``inputs`` with the updated model's posterior
+            (``mu``, ``logvar``; everything with the full forward).
+        """
+        goals = [g for g in self.goals if g.name in self.barriers]
+        if any(set(g.reads) - _LATENT for g in goals) or not all(g.reads for g in goals):
+            inputs = self.inputs(x, noise, perturb, perm)
+        else:
+            mu, logvar = self.vae.encode(x)
+            inputs = attrs.evolve(inputs, mu=mu, logvar=logvar)
+        return compute(goals, inputs), inputs
+
+    def _finite(self, after: Mapping[str, torch.Tensor], inputs: GoalInputs) -> torch.Tensor:
+        """Whether the updated parameters, posterior and barrier metrics are finite (0-d bool)."""
+        norms = torch._foreach_norm([p for p in self.vae.parameters()])
+        posterior = (inputs.mu.sum() + inputs.logvar.sum()).reshape(1)
+        total = torch.stack([*norms, *after.values()]).sum() + posterior
+        return torch.isfinite(total).all()
 
     def _train_disc(
         self, x: torch.Tensor, recon: torch.Tensor, swap: torch.Tensor, rejected: torch.Tensor
