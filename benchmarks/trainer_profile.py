@@ -24,8 +24,10 @@ same two batches, the timed arm the next two.
 - **bare**: ``Stepper.__call__`` as the trainer runs it, no timer inside.
 - **timed**: the same call with ``time.perf_counter`` around its parts. The
   benchmark wraps, on the run's own objects and only while this arm runs,
-  what the step calls: ``Stepper.inputs`` (the forward passes: with the graph
-  before the optimizer step, without it for the re-evaluation after), inside
+  what the step calls: ``Stepper.inputs`` (the forward passes with the graph
+  before the optimizer step; without it, the whole re-evaluation of a
+  calibration step), ``Stepper.check`` (the re-evaluation after any other
+  step: the encoder alone), inside
   it ``LBOVAE.encode``, ``LBOVAE.decode``, ``augment`` and the
   discriminator's ``forward``; ``compute`` and each goal's metric;
   ``Stepper.log_scores`` and the objective; ``torch.Tensor.backward``;
@@ -152,7 +154,7 @@ PHASES = (FORWARD, UPDATE, REEVAL, ROLLBACK, SCHEDULERS, DISC, STEP)
 """The phases of a step, in the table's order."""
 
 ENCODER = "encoder (x)"
-DECODER = "decoder (5 calls: recon, swap, core only, 2 perturbed)"
+DECODER = "decoder (recon, swap, core only, 2 perturbed: one call on 5 batches)"
 AUGMENTED = "augmented copy (augment + encoder)"
 DISCRIMINATOR = "discriminator (recon + swap)"
 GOALS = "goals' metrics"
@@ -409,6 +411,16 @@ class Timers:
         self._set(stepper, "log_scores", objective)
         self._set(stepper, "objective", lambda original: TimedObjective(original, objective))
         self._set(stepper, "crossed", self._timed(lambda: (REEVAL, CROSSED, "")))
+
+        def check(original: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                self._encodes = 0
+                with clock.in_phase(REEVAL), clock.part((REEVAL, GLUE, "")):
+                    return original(*args, **kwargs)
+
+            return wrapper
+
+        self._set(stepper, "check", check)
         self._set(torch.Tensor, "backward", backward)
         self._set(stepper, "_clip_gradients", self._timed(lambda: (UPDATE, CLIP, "")))
         for opt, phase in ((run.optimizer, UPDATE), (run.disc_optimizer, DISC)):
@@ -854,10 +866,10 @@ def summarise(
     )
     goals_all = ms_of(FORWARD, GOALS) + ms_of(REEVAL, GOALS) + through("goals")
     components = {
-        "the re-evaluation after the optimizer step (no graph)": phases[REEVAL],
+        "the re-evaluation after the optimizer step (no graph; the encoder alone)": phases[REEVAL],
         "the discriminator, all told (in the goals, its update, its rollback)": disc_all,
-        "the decoder, all told (5 calls with the graph, their backward, 5 again)": decoder_all,
-        "the 4 decoder calls beyond the reconstruction (4/5 of the above)": decoder_all * 4 / 5,
+        "the decoder, all told (5 batches with the graph, their backward)": decoder_all,
+        "the 4 decodes beyond the reconstruction (4/5 of the above)": decoder_all * 4 / 5,
         "the goals' metrics, all told (with the graph, their backward, again)": goals_all,
         "the backward through the groups other than the bottleneck (zero gradient)": (
             zeros["full_ms"] - zeros["bottleneck_ms"] if zeros else 0.0

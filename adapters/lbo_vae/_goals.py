@@ -17,6 +17,7 @@ which of them a trainer on other images should scale.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -210,6 +211,23 @@ class GoalInputs:
         default=None, validator=_check_optional_tensor, kw_only=True
     )
 
+    def edges(self, name: str) -> torch.Tensor:
+        """`sobel_edges` of the image field ``name``.
+
+        An image outside any graph (the input ``x``, in training) has its
+        edges computed once per bundle and shared by the goals that read
+        them; one in a graph gets them afresh for each goal, so that each
+        goal's metric can be differentiated on its own.
+        """
+        image = getattr(self, name)
+        if image.requires_grad:
+            return sobel_edges(image)
+        memo = _EDGES.setdefault(self, {})
+        found = memo.get(name)
+        if found is None:
+            found = memo[name] = sobel_edges(image)
+        return found
+
     def __attrs_post_init__(self) -> None:
         shape = tuple(self.x.shape)
         if len(shape) != 4:
@@ -275,6 +293,9 @@ class GoalInputs:
 
 _FIELDS: Final = frozenset(f.name for f in attrs.fields(GoalInputs))
 
+_EDGES: weakref.WeakKeyDictionary[GoalInputs, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
+"""Each live bundle's Sobel edges by field (`GoalInputs.edges`), gone with the bundle."""
+
 Metric = Callable[[GoalInputs], torch.Tensor]
 """A goal's raw metric: a pure, differentiable function of the batch's tensors to a 0-d tensor."""
 
@@ -287,7 +308,7 @@ def _pixel(i: GoalInputs) -> torch.Tensor:
 
 
 def _edge(i: GoalInputs) -> torch.Tensor:
-    return mse(sobel_edges(i.recon), sobel_edges(i.x))
+    return mse(i.edges("recon"), i.edges("x"))
 
 
 def _perceptual(i: GoalInputs) -> torch.Tensor:
@@ -304,11 +325,11 @@ def _core_pixel(i: GoalInputs) -> torch.Tensor:
 
 
 def _core_edge(i: GoalInputs) -> torch.Tensor:
-    return mse(sobel_edges(i.recon_core), sobel_edges(i.x))
+    return mse(i.edges("recon_core"), i.edges("x"))
 
 
 def _swap_edge(i: GoalInputs) -> torch.Tensor:
-    return mse(sobel_edges(i.swap), sobel_edges(i.x))
+    return mse(i.edges("swap"), i.edges("x"))
 
 
 def _swap_colour(i: GoalInputs) -> torch.Tensor:
@@ -332,7 +353,7 @@ def _core_colour_leak(i: GoalInputs) -> torch.Tensor:
 
 
 def _detail_edge_leak(i: GoalInputs) -> torch.Tensor:
-    return mse(sobel_edges(i.detail_perturbed), sobel_edges(i.recon))
+    return mse(i.edges("detail_perturbed"), i.edges("recon"))
 
 
 def _kl_core(i: GoalInputs) -> torch.Tensor:

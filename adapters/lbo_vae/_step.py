@@ -168,17 +168,16 @@ class Stepper:
         mu, logvar = vae.encode(x)
         z = vae.reparameterize(mu, logvar, noise)
         core, detail = vae.split(z)
-        recon = vae.decode(z)
-        swap = vae.decode(vae.join(core, detail[perm]))
         p_core, p_detail = vae.split(perturb)
-        images = torch.cat(
-            [
-                vae.decode(vae.join(core, torch.zeros_like(detail))),
-                vae.decode(vae.join(core + PERTURBATION_STD * p_core, detail)),
-                vae.decode(vae.join(core, detail + PERTURBATION_STD * p_detail)),
-            ]
-        )
-        recon_core, core_perturbed, detail_perturbed = images.chunk(3)
+        latents = [  # decoded in one call: the decoder treats each sample on its own
+            z,
+            vae.join(core, detail[perm]),
+            vae.join(core, torch.zeros_like(detail)),
+            vae.join(core + PERTURBATION_STD * p_core, detail),
+            vae.join(core, detail + PERTURBATION_STD * p_detail),
+        ]
+        images = vae.decode(torch.cat(latents))
+        recon, swap, recon_core, core_perturbed, detail_perturbed = images.chunk(5)
         mu_aug, _ = vae.encode(augment(x))
         d_out = self.disc(torch.cat([recon, swap]))
         d_recon, d_swap = d_out.chunk(2)
@@ -327,11 +326,7 @@ class Stepper:
         )
         self.schedulers.reject(rejected)
         if self.steps % 2 == 0:
-            with torch.no_grad():  # the updated model's images, as the discriminator's fakes
-                vae, z = self.vae, self.vae.reparameterize(inputs.mu, inputs.logvar, noise)
-                core, detail = vae.split(z)
-                recon, swap = vae.decode(torch.cat([z, vae.join(core, detail[perm])])).chunk(2)
-            self._train_disc(x, recon, swap, rejected)
+            self._train_disc(x, inputs, noise, perm, rejected)
         self.steps += 1
         return StepResult(loss.detach(), groups, bottleneck, rejected, metrics)
 
@@ -343,23 +338,31 @@ class Stepper:
         perm: torch.Tensor,
         inputs: GoalInputs,
     ) -> tuple[dict[str, torch.Tensor], GoalInputs]:
-        """The barrier goals' metrics of the updated model, same batch, same noise (no graph).
+        """The updated model's posterior and what reads only it, same batch, same noise (no graph).
 
         What the reject decision reads, and nothing more: the updated
         posterior (the encoder runs again; no decoder does) and the barriers
         (the KL halves), which read only it. A barrier that reads an image
-        gets the full forward.
+        gets the full forward. The scheduled goals that read only the
+        posterior (the KL halves, the latent statistics) are evaluated on it
+        too: the schedulers observe the updated model's values of those.
 
         Returns:
-            The metrics, and ``inputs`` with the updated model's posterior
-            (``mu``, ``logvar``; everything with the full forward).
+            The barriers' and the latent scheduled goals' metrics, and
+            ``inputs`` with the updated model's posterior (``mu``,
+            ``logvar``; everything with the full forward).
         """
-        goals = [g for g in self.goals if g.name in self.barriers]
-        if any(set(g.reads) - _LATENT for g in goals) or not all(g.reads for g in goals):
+        barriers = [g for g in self.goals if g.name in self.barriers]
+        if any(set(g.reads) - _LATENT for g in barriers) or not all(g.reads for g in barriers):
             inputs = self.inputs(x, noise, perturb, perm)
         else:
             mu, logvar = self.vae.encode(x)
             inputs = attrs.evolve(inputs, mu=mu, logvar=logvar)
+        goals = [
+            g
+            for g in self.goals
+            if g in barriers or (g.name in self._scheduled and g.reads and set(g.reads) <= _LATENT)
+        ]
         return compute(goals, inputs), inputs
 
     def _finite(self, after: Mapping[str, torch.Tensor], inputs: GoalInputs) -> torch.Tensor:
@@ -370,10 +373,24 @@ class Stepper:
         return torch.isfinite(total).all()
 
     def _train_disc(
-        self, x: torch.Tensor, recon: torch.Tensor, swap: torch.Tensor, rejected: torch.Tensor
+        self,
+        x: torch.Tensor,
+        inputs: GoalInputs,
+        noise: torch.Tensor,
+        perm: torch.Tensor,
+        rejected: torch.Tensor,
     ) -> None:
+        """One discriminator step: ``x`` real; the updated model's recon and swap fake.
+
+        The fakes are decoded from ``inputs``' posterior (the updated model's,
+        from `check`) with the step's noise and pairing.
+        """
         # A rejected step's images (NaN, say) must not train the discriminator
         # either: its update is undone on the device like the VAE's.
+        with torch.no_grad():
+            vae, z = self.vae, self.vae.reparameterize(inputs.mu, inputs.logvar, noise)
+            core, detail = vae.split(z)
+            recon, swap = vae.decode(torch.cat([z, vae.join(core, detail[perm])])).chunk(2)
         disc = self.disc
         self.disc_guard.snapshot()
         disc.train()
