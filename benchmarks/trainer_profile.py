@@ -154,7 +154,7 @@ PHASES = (FORWARD, UPDATE, REEVAL, ROLLBACK, SCHEDULERS, DISC, STEP)
 """The phases of a step, in the table's order."""
 
 ENCODER = "encoder (x)"
-DECODER = "decoder (recon, swap, core only, 2 perturbed: one call on 5 batches)"
+DECODER = "decoder (2 calls: recon; swap, core only, 2 perturbed)"
 AUGMENTED = "augmented copy (augment + encoder)"
 DISCRIMINATOR = "discriminator (recon + swap)"
 GOALS = "goals' metrics"
@@ -868,7 +868,7 @@ def summarise(
     components = {
         "the re-evaluation after the optimizer step (no graph; the encoder alone)": phases[REEVAL],
         "the discriminator, all told (in the goals, its update, its rollback)": disc_all,
-        "the decoder, all told (5 batches with the graph, their backward)": decoder_all,
+        "the decoder, all told (5 decodes with the graph, their backward)": decoder_all,
         "the 4 decodes beyond the reconstruction (4/5 of the above)": decoder_all * 4 / 5,
         "the goals' metrics, all told (with the graph, their backward, again)": goals_all,
         "the backward through the groups other than the bottleneck (zero gradient)": (

@@ -169,15 +169,16 @@ class Stepper:
         z = vae.reparameterize(mu, logvar, noise)
         core, detail = vae.split(z)
         p_core, p_detail = vae.split(perturb)
-        latents = [  # decoded in one call: the decoder treats each sample on its own
-            z,
+        # The reconstruction is decoded alone: the bottleneck's backward (the recon
+        # group, nearly always) then runs back through its decode and no other.
+        recon = vae.decode(z)
+        latents = [
             vae.join(core, detail[perm]),
             vae.join(core, torch.zeros_like(detail)),
             vae.join(core + PERTURBATION_STD * p_core, detail),
             vae.join(core, detail + PERTURBATION_STD * p_detail),
         ]
-        images = vae.decode(torch.cat(latents))
-        recon, swap, recon_core, core_perturbed, detail_perturbed = images.chunk(5)
+        swap, recon_core, core_perturbed, detail_perturbed = vae.decode(torch.cat(latents)).chunk(4)
         mu_aug, _ = vae.encode(augment(x))
         d_out = self.disc(torch.cat([recon, swap]))
         d_recon, d_swap = d_out.chunk(2)
