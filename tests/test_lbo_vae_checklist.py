@@ -34,16 +34,12 @@ holds the KL under the ceiling, at about 0.8x the target by the end of a full ru
 short run's first epoch at the target one half reads 0.495x with torch on two threads and
 0.5x and more on one (the order of float reductions differs), hence 0.45."""
 """The mean KL at the target is at least this share of it (and at most all of it)."""
-MAX_OVER_CEILING = 3 / 32
-"""At most three of an epoch's 32 steps may have a KL over the ceiling.
+MAX_OVER_CEILING = 2 / 32
+"""At most two of an epoch's 32 steps may have a KL over the ceiling.
 
-A step over it is one that started over it (a new batch's KL, or a squeeze)
-and moved back towards it. In 32-step epochs the count is noisy: the random
-stream alone moves this run's total between 1 and 6 steps. The issue's own
-measure, at most 5% of the steps from epoch 2, is `RUN_OVER_CEILING`.
+The issue's 5% is for the default run's 64-step epochs, which
+`benchmarks/trainer_quality.py` checks; here 5% would be 1.6 steps.
 """
-RUN_OVER_CEILING = 0.05
-"""At most 5% of the run's steps from epoch 2 have a KL over the ceiling (the issue's goal)."""
 MEAN_IMAGE_MARGIN = 0.6
 """The held-out MSE at the end is under this share of the mean image's."""
 
@@ -127,7 +123,6 @@ def test_the_ceiling_holds_per_step_from_epoch_2(
     assert rows[0]["steps_over_ceiling"] == 0.0  # no ceiling while discovering
     over = [r["steps_over_ceiling"] for r in rows[1:]]
     assert all(0.0 <= v <= MAX_OVER_CEILING for v in over), over
-    assert sum(over) / len(over) <= RUN_OVER_CEILING, over
 
 
 def test_the_model_beats_the_mean_image_on_held_out_images(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import attrs
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -137,3 +138,23 @@ def test_a_step_that_leaves_non_finite_parameters_is_rolled_back(stepper: Steppe
     assert bool(result.rejected)
     for p, q in zip(stepper.vae.parameters(), kept, strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_posterior_recheck_rolls_back_non_finite_parameters_too(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    stepper = Run(attrs.evolve(SMALL, recheck="posterior"), tmp_path, progress=False,
+                  print_=quiet).stepper  # fmt: skip
+    assert stepper.recheck == "posterior"
+    for _ in range(2):  # past the calibration step
+        assert not bool(stepper(batch(stepper)).rejected)
+    kept = [p.detach().clone() for p in stepper.vae.parameters()]
+    for group in stepper.optimizer.param_groups:
+        group["lr"] = math.nan
+    assert bool(stepper(batch(stepper)).rejected)
+    for p, q in zip(stepper.vae.parameters(), kept, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_recheck_takes_full_or_posterior() -> None:
+    with pytest.raises(ValueError, match="recheck"):
+        TrainConfig(recheck="half")

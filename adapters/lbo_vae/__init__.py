@@ -66,6 +66,7 @@ from constraint_sched.adapters.lbo_vae._shapes import (
     swap_scores,
 )
 from constraint_sched.adapters.lbo_vae._step import (
+    Recheck,
     Stepper,
     StepResult,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "Printer",
     "Run",
     "StepResult",
+    "Recheck",
     "Stepper",
     "TrainConfig",
     "VAEOutput",

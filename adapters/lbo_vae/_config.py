@@ -206,6 +206,9 @@ class TrainConfig:
     ``gradient_clip`` clips each step's gradient norm to that many times the
     running mean of the norms before it; see the trainer page's design notes
     for why.
+    ``recheck`` is what a step evaluates again after the optimizer step:
+    ``"full"`` (the whole forward) or ``"posterior"`` (the encoder alone,
+    about half the step's cost; see the trainer page's design notes).
     ``perceptual_weights``, the path of a local torchvision VGG16 weights
     file, adds the ``perceptual`` goal; unset (the default), the goal is off
     and nothing is loaded or downloaded. ``heldout`` images, which training
@@ -275,6 +278,7 @@ class TrainConfig:
     gradient_clip: float | None = attrs.field(
         default=1.5, converter=_to_float, validator=_optional(_number, _positive)
     )
+    recheck: str = attrs.field(default="full", validator=_one_of("full", "posterior"))
 
     def __attrs_post_init__(self) -> None:
         if (self.dataset == "folder") != (self.data is not None):

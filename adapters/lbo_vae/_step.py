@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import attrs
 import torch
@@ -22,6 +22,9 @@ from constraint_sched.adapters.lbo_vae._goals import (
 from constraint_sched.adapters.lbo_vae._model import LBOVAE, PatchDiscriminator
 from constraint_sched.adapters.lbo_vae._schedules import calibrated
 from constraint_sched.adapters.torch import LBOObjective, RollbackGuard, TorchScheduler
+
+Recheck = Literal["full", "posterior"]
+"""What a step evaluates again after the optimizer step (`Stepper`'s ``recheck``)."""
 
 _LATENT: Final = frozenset({"mu", "logvar", "core_dims"})
 """The `GoalInputs` fields the encoder alone gives: a barrier reading only these is cheap."""
@@ -71,16 +74,15 @@ class Stepper:
 
     A step (LBO.md, section 1): the goals' raw metrics on the batch, their
     scores under the schedulers' current bounds, the barrier loss
-    ``-log(min group)``, an optimizer step, then a check of the updated model
-    on the same batch (same noise) of what the reject decision reads (`check`):
-    non-finite parameters or barrier metrics roll the step back (weights and
-    optimizer state, with no host synchronisation) and count it as rejected;
-    with ``barriers`` given, so does a step that takes a barrier goal (the KL)
-    past its ceiling or further past it. Only the barriers are evaluated
-    again (for the KL halves, the encoder alone), not the whole forward:
-    that re-evaluation cost three plain steps. Accepted steps' metrics go to
-    the schedulers. The objective works on log scores,
-    so a goal far past its bound keeps its gradient.
+    ``-log(min group)``, an optimizer step, then the same batch (same noise)
+    again with the updated model: a non-finite loss or a group at 0 rolls the
+    step back (weights and optimizer state, with no host synchronisation) and
+    counts it as rejected; with ``barriers`` given, so does a step that takes
+    a barrier goal (the KL) past its ceiling or further past it. Accepted
+    steps' metrics go to the schedulers. With ``recheck="posterior"`` only
+    the encoder runs again (`check`), for about half the step's cost. The
+    objective works on log scores, so a goal far past its bound keeps its
+    gradient.
     While a scale is still being calibrated (``auto``, LBO.md section 3) the
     step trains on plain pixel MSE instead. The discriminator is trained on
     every other step at a tenth of the learning rate.
@@ -112,6 +114,14 @@ class Stepper:
             the weight of hundreds in Adam's moments; None: no clipping.
             Under ``torch.distributed`` each rank clips its own gradient
             before the ranks' gradients are averaged.
+        recheck: What is evaluated again after the optimizer step:
+            ``"full"`` (the whole forward, about 3 plain steps: the reject
+            decision reads every group; the schedulers and the step's
+            result get the updated model's metrics) or ``"posterior"`` (the
+            encoder alone, `check`: the step is rolled back when the
+            parameters or the posterior are not finite or a barrier is
+            crossed; the schedulers get the updated posterior's goals and
+            the forward's others). Calibration steps always run the full one.
     """
 
     def __init__(
@@ -127,6 +137,7 @@ class Stepper:
         features: nn.Module | None = None,
         met: Mapping[str, float] | None = None,
         clip: float | None = 1.5,
+        recheck: Recheck = "full",
     ) -> None:
         self.vae, self.disc, self.goals = vae, disc, tuple(goals)
         self.schedulers = schedulers
@@ -144,6 +155,9 @@ class Stepper:
         """The constraint goals' levels (`met_levels`), by goal name."""
         self._log_met = {name: math.log(level) for name, level in self.met.items()}
         self.clip = clip
+        if recheck not in ("full", "posterior"):
+            raise ValueError(f"Stepper: recheck must be 'full' or 'posterior', got {recheck!r}")
+        self.recheck: Recheck = recheck
         self.norm_ema = torch.zeros(())
         """The running mean of the clipped gradient norms (0: none yet); in checkpoints."""
         core = schedulers.core
@@ -169,16 +183,16 @@ class Stepper:
         z = vae.reparameterize(mu, logvar, noise)
         core, detail = vae.split(z)
         p_core, p_detail = vae.split(perturb)
-        # The reconstruction is decoded alone: the bottleneck's backward (the recon
-        # group, nearly always) then runs back through its decode and no other.
         recon = vae.decode(z)
-        latents = [
-            vae.join(core, detail[perm]),
-            vae.join(core, torch.zeros_like(detail)),
-            vae.join(core + PERTURBATION_STD * p_core, detail),
-            vae.join(core, detail + PERTURBATION_STD * p_detail),
-        ]
-        swap, recon_core, core_perturbed, detail_perturbed = vae.decode(torch.cat(latents)).chunk(4)
+        swap = vae.decode(vae.join(core, detail[perm]))
+        images = torch.cat(
+            [
+                vae.decode(vae.join(core, torch.zeros_like(detail))),
+                vae.decode(vae.join(core + PERTURBATION_STD * p_core, detail)),
+                vae.decode(vae.join(core, detail + PERTURBATION_STD * p_detail)),
+            ]
+        )
+        recon_core, core_perturbed, detail_perturbed = images.chunk(3)
         mu_aug, _ = vae.encode(augment(x))
         d_out = self.disc(torch.cat([recon, swap]))
         d_recon, d_swap = d_out.chunk(2)
@@ -287,12 +301,13 @@ class Stepper:
         calibrating = self.calibrating()
         self.guard.snapshot()
         inputs = self.inputs(x, noise, perturb, perm)
-        before = compute(self.goals, inputs)
-        if calibrating:
+        before: dict[str, torch.Tensor] = {}
+        if calibrating:  # the metrics are read after the step
             loss = F.mse_loss(inputs.recon, x)
             groups = torch.ones(len(self.group_names), device=x.device)
             bottleneck = torch.zeros((), dtype=torch.long, device=x.device)
         else:
+            before = compute(self.goals, inputs)
             scores = self.log_scores(before)
             with torch.no_grad():
                 result = self.objective(scores, log=True)
@@ -309,16 +324,22 @@ class Stepper:
         if self.clip is not None:
             self._clip_gradients(active=not calibrating)
         self.optimizer.step()
-        metrics = {n: v.detach() for n, v in before.items()}
         with torch.no_grad():
-            if calibrating:  # the scales are calibrated on the updated model's metrics
-                inputs = self.inputs(x, noise, perturb, perm)
-                metrics = compute(self.goals, inputs)
-                rejected = ~torch.isfinite(F.mse_loss(inputs.recon, x))
-            else:
-                after, inputs = self.check(x, noise, perturb, perm, inputs)
-                metrics.update(after)
-                rejected = ~self._finite(after, inputs) | self.crossed(before, after)
+            if calibrating or self.recheck == "full":  # the whole forward again
+                after = self.inputs(x, noise, perturb, perm)
+                metrics = compute(self.goals, after)
+                fakes = (after.recon, after.swap)
+                if calibrating:  # only a non-finite loss rejects a calibration step
+                    rejected = ~torch.isfinite(F.mse_loss(after.recon, x))
+                else:
+                    result = self.objective(self.log_scores(metrics), log=True)
+                    groups, bottleneck = result.groups, result.bottleneck
+                    rejected = result.reject | self.crossed(before, metrics)
+            else:  # what the reject decision reads: the encoder alone
+                latent, after = self.check(x, noise, perturb, perm, inputs)
+                metrics = {**{n: v.detach() for n, v in before.items()}, **latent}
+                rejected = ~self._finite(latent, after) | self.crossed(before, latent)
+                fakes = None
         if self.agree is not None:
             rejected = self.agree(rejected)
         self.guard.restore_if(rejected)
@@ -327,7 +348,9 @@ class Stepper:
         )
         self.schedulers.reject(rejected)
         if self.steps % 2 == 0:
-            self._train_disc(x, inputs, noise, perm, rejected)
+            if fakes is None:  # the updated model's recon and swap, from its posterior
+                fakes = self._fakes(after, noise, perm)
+            self._train_disc(x, *fakes, rejected)
         self.steps += 1
         return StepResult(loss.detach(), groups, bottleneck, rejected, metrics)
 
@@ -373,25 +396,21 @@ class Stepper:
         total = torch.stack([*norms, *after.values()]).sum() + posterior
         return torch.isfinite(total).all()
 
-    def _train_disc(
-        self,
-        x: torch.Tensor,
-        inputs: GoalInputs,
-        noise: torch.Tensor,
-        perm: torch.Tensor,
-        rejected: torch.Tensor,
-    ) -> None:
-        """One discriminator step: ``x`` real; the updated model's recon and swap fake.
-
-        The fakes are decoded from ``inputs``' posterior (the updated model's,
-        from `check`) with the step's noise and pairing.
-        """
-        # A rejected step's images (NaN, say) must not train the discriminator
-        # either: its update is undone on the device like the VAE's.
+    def _fakes(
+        self, inputs: GoalInputs, noise: torch.Tensor, perm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reconstruction and swap decoded from ``inputs``' posterior (no graph)."""
         with torch.no_grad():
             vae, z = self.vae, self.vae.reparameterize(inputs.mu, inputs.logvar, noise)
             core, detail = vae.split(z)
             recon, swap = vae.decode(torch.cat([z, vae.join(core, detail[perm])])).chunk(2)
+        return recon, swap
+
+    def _train_disc(
+        self, x: torch.Tensor, recon: torch.Tensor, swap: torch.Tensor, rejected: torch.Tensor
+    ) -> None:
+        # A rejected step's images (NaN, say) must not train the discriminator
+        # either: its update is undone on the device like the VAE's.
         disc = self.disc
         self.disc_guard.snapshot()
         disc.train()

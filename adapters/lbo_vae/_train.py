@@ -267,6 +267,7 @@ class Run:
                 by_name={"swap": config.swap_met} | {name: config.kl_met for name in KL_GOALS},
             ),
             clip=config.gradient_clip,
+            recheck=config.recheck,  # type: ignore[arg-type]
         )
         if self.world > 1:  # the replicas start, step and roll back together
             for module in (self.vae, self.disc):
