@@ -154,7 +154,7 @@ PHASES = (FORWARD, UPDATE, REEVAL, ROLLBACK, SCHEDULERS, DISC, STEP)
 """The phases of a step, in the table's order."""
 
 ENCODER = "encoder (x)"
-DECODER = "decoder (2 calls: recon; swap, core only, 2 perturbed)"
+DECODER = "decoder (3 calls: recon; swap; core only and 2 perturbed)"
 AUGMENTED = "augmented copy (augment + encoder)"
 DISCRIMINATOR = "discriminator (recon + swap)"
 GOALS = "goals' metrics"
@@ -1111,7 +1111,9 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"Machine: {info['processor']}, {info['cpu_count']} CPUs, {info['platform']}; "
         f"Python {info['python']}, torch {info['torch']}, constraint_sched "
-        f"{info['constraint_sched']}. Config: `TrainConfig()` on the CPU, batch "
+        f"{info['constraint_sched']}. Config: `TrainConfig("
+        f"{'' if config.get('recheck', 'full') == 'full' else 'recheck=' + repr(config['recheck'])}"
+        ")` on the CPU, batch "
         f"{config['batch_size']} of {config['image_size']}x{config['image_size']} shapes, "
         f"{record['runs'][0]['goals']} goals; timed in epoch 1 after the calibration.",
         "",
@@ -1160,6 +1162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=int, help=f"steps after the calibration (default {EXTRA_WARMUP})"
     )
+    parser.add_argument(
+        "--recheck",
+        choices=("full", "posterior"),
+        default="full",
+        help="what a step evaluates again after the optimizer step (TrainConfig.recheck)",
+    )
     _machine.add_quick_and_json(parser, "a tiny configuration and 4 steps: a smoke test")
     parser.add_argument("--md", type=Path, metavar="PATH", help="also write the Markdown here")
     args = parser.parse_args(argv)
@@ -1174,7 +1182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--steps must be at least 2 (one pair)")
     if warmup < 0 or profile_pairs < 0:
         parser.error("--warmup and --profile-pairs must be 0 or more")
-    config = TrainConfig(device="cpu", **(QUICK if args.quick else {}))
+    config = TrainConfig(device="cpu", recheck=args.recheck, **(QUICK if args.quick else {}))
     thread_counts = args.threads or (None,)
 
     info = _machine.describe(torch.device("cpu"))
