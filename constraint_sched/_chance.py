@@ -502,7 +502,9 @@ NUMBER_RULES: dict[str, NumberRule] = {
     "integral": _integral,
     "log_weight": _log_weight,
     "main_level": lambda v, s, steps, epoch: (
-        "> 0 once scaled" if v.scaled == 1.0 and v.main_level <= 0 else None
+        "> 0 once a main loss is seen (a level <= 0 gives no weight unit)"
+        if (v.seen > 0 or v.scaled == 1.0) and v.main_level <= 0
+        else None
     ),
     "last": lambda v, s, steps, epoch: None,  # any finite value
     "jump": lambda v, s, steps, epoch: ">= 0" if v.jump < 0 else None,

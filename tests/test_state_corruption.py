@@ -254,3 +254,27 @@ def test_a_corrupted_torch_scheduler_state_is_refused_or_keeps_working(
     path, value = data.draw(corruptions(saved))
     later = data.draw(st.lists(observation_values(config, finite=True), min_size=1, max_size=4))
     check_refused_or_working(fresh, saved, path, value, _go_on(names, later))
+
+
+def test_a_main_level_at_or_under_zero_once_seen_is_refused_at_load() -> None:
+    """Found by the corruption property: it loaded, then the next step raised."""
+    term = ConstraintTerm("kl", target=1.0, echo=False)
+    term(np.array([1.0]), main=1.0)
+    state = json.loads(json.dumps(term.state_dict()))
+    state["multiplier"]["main_level"] = -0.51
+    fresh = ConstraintTerm("kl", target=1.0, echo=False)
+    with pytest.raises(ValueError, match="main_level"):
+        fresh.load_state_dict(state)
+
+
+def test_a_far_last_value_keeps_the_noise_and_the_state_finite() -> None:
+    """Found by the corruption property: a change of 1e300 made the noise inf, unsaveable."""
+    term = ConstraintTerm("kl", target=1.0, echo=False)
+    term(np.array([1.0]), main=1.0)
+    state = json.loads(json.dumps(term.state_dict()))
+    state["multiplier"]["last"] = -1e300
+    term.load_state_dict(state)
+    term(np.array([1.0]), main=1.0)
+    saved = term.state_dict()
+    assert math.isfinite(saved["multiplier"]["jump"])
+    ConstraintTerm("kl", target=1.0, echo=False).load_state_dict(json.loads(json.dumps(saved)))

@@ -148,6 +148,10 @@ def plan_step(
     return plan, clock._replace(epoch_steps=steps, last_aim=last_aim)
 
 
+JUMP_MAX = 1e300
+"""The largest step-to-step change `discovery_step` counts (a float64's range, with room)."""
+
+
 def discovery_step(
     xp: Any, st: ChanceState[Any], value: Any, main: Any, cfg: ChanceConstraint
 ) -> ChanceState[Any]:
@@ -162,7 +166,9 @@ def discovery_step(
     lam, lam_main = 1.0 / cfg.noise_window, 1.0 / cfg.scale_window
     diff = value - st.last
     main_level = xp.where(first, main, st.main_level + lam_main * (main - st.main_level))
-    jump = xp.where(first, 0.0 * value, (1.0 - lam) * st.jump + lam * 0.5 * diff * diff)
+    # Clipped: values far apart (1e300, say) must not make the noise, or a saved state, inf.
+    change = xp.clip(0.5 * diff * diff, max=JUMP_MAX)
+    jump = xp.where(first, 0.0 * value, (1.0 - lam) * st.jump + lam * change)
     return st._replace(main_level=main_level, jump=jump, last=value, seen=st.seen + 1.0)
 
 
