@@ -148,8 +148,8 @@ def plan_step(
     return plan, clock._replace(epoch_steps=steps, last_aim=last_aim)
 
 
-JUMP_MAX = 1e300
-"""The largest step-to-step change `discovery_step` counts (a float64's range, with room)."""
+JUMP_MAX = 1e38
+"""The largest step-to-step change `discovery_step` counts (within float32's range too)."""
 
 
 def discovery_step(
