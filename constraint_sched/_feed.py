@@ -75,7 +75,8 @@ class EpochFeed:
     Args:
         core: The scheduler fed, or a collection of them.
         owner: The adapter's name, for messages.
-        xp: The namespace of the arrays observed (None: numbers only).
+        xp: The namespace of the books on a device (None: the namespace of the
+            arrays observed there; a checkpoint's device books need it).
         dtype: The books' dtype on a device, a function of the device
             (None: ``xp.float64`` everywhere).
         also: What else ``observe`` takes besides numbers, for messages.
@@ -187,7 +188,11 @@ class EpochFeed:
             TypeError: A value that is not a real number.
             ValueError: A non-finite host value of a scheduler with ``nonfinite="raise"``.
         """
-        where = None if accepted is None else array_api_compat.device(accepted)
+        where: Any = None
+        xp: Any = None
+        if accepted is not None:
+            where = array_api_compat.device(accepted)
+            xp = array_api_compat.array_namespace(accepted)
         groups: dict[Any, tuple[list[int], list[Any]]] = {}
         on_host: list[tuple[int, float]] = []
         index, centres = self._index, self._centres
@@ -202,7 +207,7 @@ class EpochFeed:
                     v = real_number(v, f"{self.owner}.observe: the value of {name!r}", self._also)
                 if where is not None:  # acceptance is decided on a device: so is this value
                     device = where
-                    v = self.xp.asarray(v, dtype=self.xp.float64, device=where)
+                    v = xp.asarray(v, dtype=xp.float64, device=where)
             if centre is not None:
                 v = abs(v - centre)
             if device is not None:
@@ -221,7 +226,8 @@ class EpochFeed:
         for i, x in on_host:
             self.host.add(i, x)
         for device, (slots, values) in groups.items():
-            self.books(device).add(tuple(slots), values, accepted if device == where else None)
+            books = self.books(device, array_api_compat.array_namespace(values[0]))
+            books.add(tuple(slots), values, accepted if device == where else None)
         if self._window_at is None:
             return False
         self._window_calls += 1
@@ -238,16 +244,23 @@ class EpochFeed:
     def reject(self, count: Any, device: Any = None) -> None:
         """Count rejected steps: an int on the host, or a 0-d bool array on ``device``."""
         if device is not None:
-            self.books(device).reject(count)
+            self.books(device, array_api_compat.array_namespace(count)).reject(count)
         else:
             self.host.rejects += check_count(count, f"{self.owner}.reject")
 
-    def books(self, device: Any) -> ArrayBooks:
-        """The books of ``device`` this epoch (made the first time it is seen)."""
+    def books(self, device: Any, xp: Any = None) -> ArrayBooks:
+        """The books of ``device`` this epoch, made the first time it is seen (arrays of ``xp``).
+
+        Raises:
+            ValueError: Neither ``xp`` nor the feed's namespace says what arrays to keep.
+        """
         books = self.sources.get(device)
         if books is None:
+            xp = self.xp if xp is None else xp
+            if xp is None:
+                raise ValueError(f"{self.owner}: books on {device!r} need an array namespace (xp)")
             dtype = None if self._dtype is None else self._dtype(device)
-            books = ArrayBooks(len(self.names), self.xp, device=device, dtype=dtype,
+            books = ArrayBooks(len(self.names), xp, device=device, dtype=dtype,
                                sample_size=self.sample_size)  # fmt: skip
             self.sources[device] = books
             self._start(device, books)

@@ -196,3 +196,13 @@ def test_array_books_count_only_accepted_steps_and_observed_slots() -> None:
     samples = F.row_samples(books.pack().tolist(), 2, [0, 1])
     assert sorted(samples[0][0]) == [3.0]
     assert sorted(samples[1][0]) == [6.0]
+
+
+def test_a_feed_without_a_namespace_keeps_the_arrays_it_is_given() -> None:
+    feed = EpochFeed(core())  # no xp: the arrays say theirs
+    feed.observe(feed.items(np.asarray(5.0)), route, np.asarray(True))
+    feed.observe(feed.items(6.0), route, np.asarray(False))  # a number, counted where accepted is
+    feed.reject(np.asarray(True), "cpu")
+    feed.end_epoch(log=False)
+    assert (feed.last["kl"].count, feed.core.bound) == (1, 5.0)
+    assert feed.core.last_epoch.rejects == 1  # type: ignore[union-attr]
