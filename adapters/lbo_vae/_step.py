@@ -38,12 +38,14 @@ class StepResult(NamedTuple):
 
     Attributes:
         loss: The barrier loss before the step (plain MSE while calibrating).
-        groups: The top-level group scores before the step, in `Stepper.group_names`
-            order (all 1 while calibrating).
-        bottleneck: The index of the smallest group before the step.
+        groups: The top-level group scores after the step, in `Stepper.group_names`
+            order (all 1 while calibrating; before the step with
+            ``recheck="posterior"``).
+        bottleneck: The index of the smallest group, when ``groups`` is read.
         rejected: Whether the step was rolled back (a 0-d bool tensor).
-        metrics: Every goal's raw metric on the batch, detached: the barrier
-            goals' (the KL halves) after the step, the others before it.
+        metrics: Every goal's raw metric after the step (of the model kept); with
+            ``recheck="posterior"``, the goals that read only the posterior after
+            the step and the others before it.
     """
 
     loss: torch.Tensor
@@ -158,6 +160,12 @@ class Stepper:
         if recheck not in ("full", "posterior"):
             raise ValueError(f"Stepper: recheck must be 'full' or 'posterior', got {recheck!r}")
         self.recheck: Recheck = recheck
+        latent = [g for g in self.goals if g.reads and set(g.reads) <= _LATENT]
+        walls = [g for g in self.goals if g.name in self.barriers]
+        # What `check` evaluates: the barriers, and the scheduled goals the posterior gives.
+        self._checked = [g for g in self.goals if g in walls or
+                         (g in latent and g.name in self._scheduled)]  # fmt: skip
+        self._full_check = any(g not in latent for g in walls)  # a barrier reads an image
         self.norm_ema = torch.zeros(())
         """The running mean of the clipped gradient norms (0: none yet); in checkpoints."""
         core = schedulers.core
@@ -182,9 +190,9 @@ class Stepper:
         mu, logvar = vae.encode(x)
         z = vae.reparameterize(mu, logvar, noise)
         core, detail = vae.split(z)
-        p_core, p_detail = vae.split(perturb)
         recon = vae.decode(z)
         swap = vae.decode(vae.join(core, detail[perm]))
+        p_core, p_detail = vae.split(perturb)
         images = torch.cat(
             [
                 vae.decode(vae.join(core, torch.zeros_like(detail))),
@@ -309,15 +317,16 @@ class Stepper:
         else:
             before = compute(self.goals, inputs)
             scores = self.log_scores(before)
-            with torch.no_grad():
-                result = self.objective(scores, log=True)
-            groups, bottleneck = result.groups, result.bottleneck
             if x.device.type == "cpu":
                 # The same loss and gradient, back-propagated through the bottleneck group
                 # alone (LBOObjective.group_loss): reading its index costs nothing here.
-                loss = self.objective.group_loss(scores, int(bottleneck), log=True)
+                with torch.no_grad():
+                    result = self.objective(scores, log=True)
+                loss = self.objective.group_loss(scores, int(result.bottleneck), log=True)
             else:  # no host read per step on an accelerator: the full loss
-                loss = self.objective(scores, log=True).loss
+                result = self.objective(scores, log=True)
+                loss = result.loss
+            groups, bottleneck = result.groups.detach(), result.bottleneck
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self._zero_missing_gradients()
@@ -376,18 +385,12 @@ class Stepper:
             ``inputs`` with the updated model's posterior (``mu``,
             ``logvar``; everything with the full forward).
         """
-        barriers = [g for g in self.goals if g.name in self.barriers]
-        if any(set(g.reads) - _LATENT for g in barriers) or not all(g.reads for g in barriers):
+        if self._full_check:
             inputs = self.inputs(x, noise, perturb, perm)
         else:
             mu, logvar = self.vae.encode(x)
             inputs = attrs.evolve(inputs, mu=mu, logvar=logvar)
-        goals = [
-            g
-            for g in self.goals
-            if g in barriers or (g.name in self._scheduled and g.reads and set(g.reads) <= _LATENT)
-        ]
-        return compute(goals, inputs), inputs
+        return compute(self._checked, inputs), inputs
 
     def _finite(self, after: Mapping[str, torch.Tensor], inputs: GoalInputs) -> torch.Tensor:
         """Whether the updated parameters, posterior and barrier metrics are finite (0-d bool)."""
