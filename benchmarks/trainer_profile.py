@@ -10,10 +10,11 @@ and a few steps more; every timed step is then a full LBO step (goals,
 discovered, which costs the step nothing). The run's schedulers stay in
 epoch 1 throughout: the timing never calls ``advance_epoch``.
 
-Three arms run interleaved, a pair of consecutive steps each per round (the
-discriminator trains on every other step, so a pair holds one update), on
-the trainer's batches in its seeded order: the plain and bare arms take the
-same two batches, the timed arm the next two.
+Three arms run interleaved, a round of consecutive steps each (a whole
+cycle of the step: ``lcm(2, refresh)`` steps, 4 by default, which hold one
+evaluation of the costly groups per ``refresh`` steps and the
+discriminator's updates), on the trainer's batches in its seeded order: the
+plain and bare arms take the same batches, the timed arm the next ones.
 
 - **plain**: a plain beta-VAE step of the same architecture and batch, as the
   beta-VAE arm of ``benchmarks/trainer_quality.py`` trains it: an `LBOVAE`
@@ -24,9 +25,10 @@ same two batches, the timed arm the next two.
 - **bare**: ``Stepper.__call__`` as the trainer runs it, no timer inside.
 - **timed**: the same call with ``time.perf_counter`` around its parts. The
   benchmark wraps, on the run's own objects and only while this arm runs,
-  what the step calls: ``Stepper.inputs`` (the forward passes with the graph
-  before the optimizer step; without it, the whole re-evaluation of a
-  calibration step), ``Stepper.check`` (the re-evaluation after any other
+  what the step calls: ``Stepper.inputs`` and ``Stepper.cheap_inputs`` (the
+  forward passes with the graph before the optimizer step: every group's, or
+  the reconstruction's and the KL's alone; without the graph, the
+  re-evaluation), ``Stepper.check`` (the re-evaluation after any other
   step: the encoder alone), inside
   it ``LBOVAE.encode``, ``LBOVAE.decode``, ``augment`` and the
   discriminator's ``forward``; ``compute`` and each goal's metric;
@@ -40,7 +42,7 @@ same two batches, the timed arm the next two.
   the step's own Python) is the row "the step's own code".
 
 The backward pass is one call: it is split by the forward part whose graph it
-runs back through. ``--profile-pairs`` more pairs of the timed arm run under
+runs back through. ``--profile-pairs`` more rounds of the timed arm run under
 ``torch.profiler`` with a label per part; each backward operator is matched
 by its autograd sequence number to the forward operator that made it, and so
 to its part; the parameters' gradient accumulation (``AccumulateGrad``) is a
@@ -57,12 +59,12 @@ backward of its loss is timed against that of the bottleneck group's ``-log``
 score alone (an `LBOObjective` over that group); the two VAE gradients are
 compared (they are the same) and nothing is stepped.
 
-The table gives, per part, the median over the pairs of its milliseconds per
-step (a pair's time halved), its share of the timed step and its multiple of
+The table gives, per part, the median over the rounds of its milliseconds
+per step (a round's time over its steps), its share of the timed step and its multiple of
 the plain step; then the step against the plain step (bare arm over plain
 arm, and the timers' own overhead, timed over bare), the parts summed by
-component (the re-evaluation, the discriminator all told, the decoder calls
-beyond the reconstruction, the backward's zeros, the rollback, ...), and
+component (the re-evaluation, the discriminator all told, the decoder all
+told, the backward's zeros, the rollback, ...), and
 each goal group's metrics (forward, backward, re-evaluation). ``--threads 1,2`` profiles each
 thread count in turn, each on a fresh run of the same seed, and puts them
 side by side.
@@ -93,6 +95,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import math
 import shlex
 import statistics
 import sys
@@ -123,9 +126,9 @@ BETA = 0.3
 """The plain beta-VAE's KL weight (about the KL-matched one of the quality benchmark)."""
 
 STEPS = 40
-"""Timed steps per arm by default (20 pairs)."""
+"""Timed steps per arm by default (10 rounds of the default 4 steps)."""
 PROFILE_PAIRS = 2
-"""Pairs of steps profiled by default for the split of the backward pass."""
+"""Rounds of steps profiled by default for the split of the backward pass."""
 ZERO_REPS = 5
 """Batches per profiled pair on which the backward of the bottleneck group alone is timed."""
 EXTRA_WARMUP = 4
@@ -154,7 +157,7 @@ PHASES = (FORWARD, UPDATE, REEVAL, ROLLBACK, SCHEDULERS, DISC, STEP)
 """The phases of a step, in the table's order."""
 
 ENCODER = "encoder (x)"
-DECODER = "decoder (3 calls: recon; swap; core only and 2 perturbed)"
+DECODER = "decoder (recon; swap; core only and 2 perturbed)"
 AUGMENTED = "augmented copy (augment + encoder)"
 DISCRIMINATOR = "discriminator (recon + swap)"
 GOALS = "goals' metrics"
@@ -403,6 +406,7 @@ class Timers:
 
         objective = self._timed(lambda: (_forward_phase(), OBJECTIVE, ""))
         self._set(stepper, "inputs", inputs)
+        self._set(stepper, "cheap_inputs", inputs)
         self._set(run.vae, "encode", encode)
         self._set(run.vae, "decode", self._timed(lambda: (clock.phase, DECODER, "")))
         self._set(_step, "augment", self._timed(lambda: (clock.phase, AUGMENTED, "")))
@@ -536,43 +540,50 @@ def warm_up(run: Run, batches: Batches, extra: int) -> int:
     return steps + extra
 
 
+def round_steps(config: TrainConfig) -> int:
+    """Steps per timed round: a whole cycle of the discriminator's update and of ``refresh``."""
+    return math.lcm(2, config.refresh)
+
+
 def time_pairs(
     run: Run, plain: Plain, timers: Timers, clock: Clock, batches: Batches, pairs: int
 ) -> dict[str, Any]:
-    """``pairs`` rounds of a pair of steps per arm, interleaved: the seconds of each.
+    """``pairs`` rounds of `round_steps` steps per arm, interleaved: the seconds of each.
 
     Returns:
-        ``plain`` and ``bare`` (seconds per pair), ``plain_parts`` (per pair,
-        `PLAIN_PARTS`), ``timed`` (seconds per pair) and ``parts`` (per pair,
-        ``{key: seconds}``), ``calls`` (the parts' calls over all pairs) and
+        ``per`` (steps per round), ``plain`` and ``bare`` (seconds per round),
+        ``plain_parts`` (per round, `PLAIN_PARTS`), ``timed`` (seconds per
+        round) and ``parts`` (per round, ``{key: seconds}``), ``calls`` (the
+        parts' calls over all rounds) and
         the rejected steps of the trainer's arms.
     """
     stepper = run.stepper
+    per = round_steps(run.config)
     out: dict[str, Any] = {"plain": [], "plain_parts": [], "bare": [], "timed": [], "parts": []}
+    out["per"] = per
     calls: dict[Key, int] = defaultdict(int)
     flags: list[torch.Tensor] = []
     for _ in range(pairs):
-        x1, x2 = batches.next(), batches.next()
+        xs = [batches.next() for _ in range(per)]
         with no_gc():
             parts = [0.0] * len(PLAIN_PARTS)
             start = time.perf_counter()
-            plain.step(x1, parts)
-            plain.step(x2, parts)
+            for x in xs:
+                plain.step(x, parts)
             out["plain"].append(time.perf_counter() - start)
             out["plain_parts"].append(parts)
         with no_gc():
             start = time.perf_counter()
-            flags.append(stepper(x1).rejected)
-            flags.append(stepper(x2).rejected)
+            for x in xs:
+                flags.append(stepper(x).rejected)
             out["bare"].append(time.perf_counter() - start)
-        x1, x2 = batches.next(), batches.next()
+        xs = [batches.next() for _ in range(per)]
         with no_gc(), timers.installed():
             clock.take()
             start = time.perf_counter()
-            with clock.part((STEP, OWN, "")):
-                flags.append(stepper(x1).rejected)
-            with clock.part((STEP, OWN, "")):
-                flags.append(stepper(x2).rejected)
+            for x in xs:
+                with clock.part((STEP, OWN, "")):
+                    flags.append(stepper(x).rejected)
             out["timed"].append(time.perf_counter() - start)
             totals, counts = clock.take()
         out["parts"].append(totals)
@@ -598,7 +609,7 @@ def backward_split(
     clock.record = True
     try:
         with timers.installed(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(2 * pairs):
+            for _ in range(round_steps(run.config) * pairs):
                 with clock.part((STEP, OWN, "")):
                     stepper(batches.next())
         clock.take()
@@ -647,8 +658,8 @@ def backward_split(
             through["glue"] += us
     total = sum(through.values())
     return {
-        "profiled_steps": 2 * pairs,
-        "profiled_backward_ms_per_step": total / 1e3 / (2 * pairs),
+        "profiled_steps": round_steps(run.config) * pairs,
+        "profiled_backward_ms_per_step": total / 1e3 / (round_steps(run.config) * pairs),
         "shares": {k: through.get(k, 0.0) / total if total else 0.0 for k in BACKWARD_THROUGH},
         "goal_shares": {k: v / total if total else 0.0 for k, v in goals.items()},  # by goal
     }
@@ -741,9 +752,9 @@ class TimedObjective:
         return getattr(self._original, name)
 
 
-def median_ms(values: Sequence[float]) -> float:
-    """The median of per-pair seconds, as milliseconds per step (a pair halved)."""
-    return statistics.median(values) * 1e3 / 2 if values else 0.0
+def median_ms(values: Sequence[float], per: int = 2) -> float:
+    """The median of per-round seconds, as milliseconds per step (a round of ``per`` steps)."""
+    return statistics.median(values) * 1e3 / per if values else 0.0
 
 
 def summarise(
@@ -755,6 +766,7 @@ def summarise(
     """The table's figures from the pairs: every part's median ms per step, and the totals."""
     per_pair = raw["parts"]
     pairs = len(per_pair)
+    per = int(raw.get("per", 2))
     row_keys = [(phase, part) for phase, part in ROWS]
 
     known = set(row_keys)
@@ -771,7 +783,7 @@ def summarise(
         series[(STEP, OWN)][i] += raw["timed"][i] - sum(totals.values())
     parts = []
     for phase, part in row_keys:
-        ms = median_ms(series[(phase, part)])
+        ms = median_ms(per=per, values=series[(phase, part)])
         calls = sum(n for (p, q, _), n in raw["calls"].items() if (p, q) == (phase, part))
         if (phase, part) == (UPDATE, BACKWARD) and split is not None:
             for key, name in BACKWARD_THROUGH.items():
@@ -780,7 +792,7 @@ def summarise(
                         "phase": phase,
                         "part": name,
                         "ms": ms * split["shares"][key],
-                        "calls_per_step": calls / (2 * pairs),
+                        "calls_per_step": calls / (per * pairs),
                         "estimated": True,
                     }
                 )
@@ -790,20 +802,21 @@ def summarise(
                 "phase": phase,
                 "part": part,
                 "ms": ms,
-                "calls_per_step": calls / (2 * pairs),
+                "calls_per_step": calls / (per * pairs),
                 "estimated": False,
             }
         )
-    step_ms = median_ms(raw["timed"])
-    plain_ms = median_ms(raw["plain"])
-    bare_ms = median_ms(raw["bare"])
-    backward_ms = median_ms(series[(UPDATE, BACKWARD)])
+    step_ms = median_ms(per=per, values=raw["timed"])
+    plain_ms = median_ms(per=per, values=raw["plain"])
+    bare_ms = median_ms(per=per, values=raw["bare"])
+    backward_ms = median_ms(per=per, values=series[(UPDATE, BACKWARD)])
     for row in parts:
         row["share"] = row["ms"] / step_ms if step_ms else 0.0
         row["x_plain"] = row["ms"] / plain_ms if plain_ms else 0.0
     phases = {phase: sum(r["ms"] for r in parts if r["phase"] == phase) for phase in PHASES}
     plain_parts = {
-        name: median_ms([p[i] for p in raw["plain_parts"]]) for i, name in enumerate(PLAIN_PARTS)
+        name: median_ms(per=per, values=[p[i] for p in raw["plain_parts"]])
+        for i, name in enumerate(PLAIN_PARTS)
     }
 
     def ms_of(phase: str, part: str) -> float:
@@ -811,10 +824,11 @@ def summarise(
 
     def goal_ms(phase: str, names: set[str]) -> float:
         return median_ms(
-            [
+            per=per,
+            values=[
                 sum(v for (p, q, d), v in totals.items() if (p, q) == (phase, GOALS) and d in names)
                 for totals in per_pair
-            ]
+            ],
         )
 
     def goal_backward(names: set[str]) -> float | None:
@@ -868,10 +882,10 @@ def summarise(
     components = {
         "the re-evaluation after the optimizer step (no graph; the encoder alone)": phases[REEVAL],
         "the discriminator, all told (in the goals, its update, its rollback)": disc_all,
-        "the decoder, all told (5 decodes with the graph, their backward)": decoder_all,
-        "the 4 decodes beyond the reconstruction (4/5 of the above)": decoder_all * 4 / 5,
+        "the decoder, all told (its decodes with the graph, their backward)": decoder_all,
         "the goals' metrics, all told (with the graph, their backward, again)": goals_all,
-        "the backward through the groups other than the bottleneck (zero gradient)": (
+        "a full forward's backward through the groups other than the bottleneck (zero gradient; "
+        "the step's backward skips it)": (
             zeros["full_ms"] - zeros["bottleneck_ms"] if zeros else 0.0
         ),
         "the rollback's snapshots and restores": phases[ROLLBACK],
@@ -879,6 +893,7 @@ def summarise(
     }
     return {
         "pairs": pairs,
+        "per": per,
         "step_ms": step_ms,
         "bare_step_ms": bare_ms,
         "plain_step_ms": plain_ms,
@@ -906,7 +921,7 @@ def profile_once(
     plain = Plain(run)
     clock = Clock()
     timers = Timers(run, clock)
-    raw = time_pairs(run, plain, timers, clock, batches, max(1, steps // 2))
+    raw = time_pairs(run, plain, timers, clock, batches, max(1, steps // round_steps(config)))
     raw["paths"] = {g.name: tuple(g.group) for g in run.goals}
     split = backward_split(run, timers, clock, batches, profile_pairs) if profile_pairs else None
     zeros = (
@@ -1058,9 +1073,10 @@ def ratio_lines(runs: list[dict[str, Any]]) -> list[str]:
         line = (
             f"{r['threads']} thread(s): a default step (no timers) is "
             f"{r['ratio_bare_over_plain']:.2f}x a plain beta-VAE step ({r['bare_step_ms']:.1f} "
-            f"against {r['plain_step_ms']:.1f} ms, medians over {r['pairs']} pairs); "
+            f"against {r['plain_step_ms']:.1f} ms, medians over {r['pairs']} rounds of "
+            f"{r.get('per', 2)} steps); "
             f"the timers add {r['timer_overhead']:+.1%}; "
-            f"{r['rejected']} of {4 * r['pairs']} trainer steps rejected"
+            f"{r['rejected']} of {2 * r.get('per', 2) * r['pairs']} trainer steps rejected"
         )
         zeros = r["zero_gradient_backward"]
         if zeros:
@@ -1095,11 +1111,22 @@ def report(record: dict[str, Any]) -> list[str]:
         "",
         *plain_table(runs),
         "",
-        f"Medians over {first['pairs']} pairs of steps per arm, each pair's time halved (the "
-        "discriminator trains on every other step); ~: the backward pass split by the forward "
-        f"part it runs back through (torch.profiler's shares over {record['profile_pairs']} "
-        "more pairs, applied to the backward's timed median).",
+        f"Medians over {first['pairs']} rounds of {first.get('per', 2)} steps per arm, each "
+        "round's time divided by its steps (a round is a whole cycle of the discriminator's "
+        "update and of `refresh`); ~: the backward pass split by the forward part it runs back "
+        f"through (torch.profiler's shares over {record['profile_pairs']} more rounds, applied "
+        "to the backward's timed median).",
     ]
+
+
+def config_args(config: dict[str, Any]) -> str:
+    """The arguments that set ``config``'s step apart from the default ``TrainConfig()``'s."""
+    default = TrainConfig()
+    return ", ".join(
+        f"{key}={config[key]!r}"
+        for key in ("recheck", "refresh")
+        if key in config and config[key] != getattr(default, key)
+    )
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -1111,9 +1138,8 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"Machine: {info['processor']}, {info['cpu_count']} CPUs, {info['platform']}; "
         f"Python {info['python']}, torch {info['torch']}, constraint_sched "
-        f"{info['constraint_sched']}. Config: `TrainConfig("
-        f"{'' if config.get('recheck', 'full') == 'full' else 'recheck=' + repr(config['recheck'])}"
-        ")` on the CPU, batch "
+        f"{info['constraint_sched']}. Config: `TrainConfig({config_args(config)})` on the CPU, "
+        "batch "
         f"{config['batch_size']} of {config['image_size']}x{config['image_size']} shapes, "
         f"{record['runs'][0]['goals']} goals; timed in epoch 1 after the calibration.",
         "",
@@ -1165,8 +1191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--recheck",
         choices=("full", "posterior"),
-        default="full",
+        default=TrainConfig().recheck,
         help="what a step evaluates again after the optimizer step (TrainConfig.recheck)",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=int,
+        default=TrainConfig().refresh,
+        help="evaluate the costly groups on one step in this many (TrainConfig.refresh)",
     )
     _machine.add_quick_and_json(parser, "a tiny configuration and 4 steps: a smoke test")
     parser.add_argument("--md", type=Path, metavar="PATH", help="also write the Markdown here")
@@ -1182,7 +1214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--steps must be at least 2 (one pair)")
     if warmup < 0 or profile_pairs < 0:
         parser.error("--warmup and --profile-pairs must be 0 or more")
-    config = TrainConfig(device="cpu", recheck=args.recheck, **(QUICK if args.quick else {}))
+    if args.refresh < 1:
+        parser.error("--refresh must be 1 or more")
+    config = TrainConfig(
+        device="cpu", recheck=args.recheck, refresh=args.refresh, **(QUICK if args.quick else {})
+    )
     thread_counts = args.threads or (None,)
 
     info = _machine.describe(torch.device("cpu"))

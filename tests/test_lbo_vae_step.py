@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from constraint_sched.adapters.lbo_vae._config import TrainConfig  # noqa: E402
-from constraint_sched.adapters.lbo_vae._goals import OBJECTIVE_GOALS  # noqa: E402
+from constraint_sched.adapters.lbo_vae._goals import OBJECTIVE_GOALS, compute  # noqa: E402
 from constraint_sched.adapters.lbo_vae._step import EMA_DECAY, Stepper  # noqa: E402
 from constraint_sched.adapters.lbo_vae._train import Run  # noqa: E402
 
@@ -158,3 +158,92 @@ def test_a_posterior_recheck_rolls_back_non_finite_parameters_too(tmp_path: Path
 def test_recheck_takes_full_or_posterior() -> None:
     with pytest.raises(ValueError, match="recheck"):
         TrainConfig(recheck="half")
+
+
+def counting(stepper: Stepper, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
+    """Record the step's full forwards and what the schedulers observe."""
+    seen: dict[str, list[object]] = {"full": [], "observed": []}
+    inputs, observe = stepper.inputs, stepper.schedulers.observe
+
+    def full(*args: object) -> object:
+        seen["full"].append(stepper.steps)
+        return inputs(*args)  # type: ignore[arg-type]
+
+    def observed(values: dict[str, object], **kwargs: object) -> None:
+        seen["observed"].append(frozenset(values))
+        observe(values, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stepper, "inputs", full)
+    monkeypatch.setattr(stepper.schedulers, "observe", observed)
+    return seen
+
+
+def test_the_costly_groups_are_evaluated_one_step_in_refresh(
+    stepper: Stepper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stepper.refresh == 4  # the defaults
+    assert stepper.recheck == "posterior"
+    stepper(batch(stepper))  # the calibration step
+    stepper.start_epoch()
+    seen = counting(stepper, monkeypatch)
+    start = stepper.steps
+    for _ in range(8):
+        stepper(batch(stepper))
+        if stepper._stale is not None:  # stale goals that always score 1: never the bottleneck
+            stepper._stale = {n: torch.zeros_like(v) for n, v in stepper._stale.items()}
+    assert seen["full"] == [start, start + 4]
+    costly = {"swap_hist", "core_pixel", "real_recon", "detail_edge_leak", "core_aug"}
+    for k, names in enumerate(seen["observed"]):
+        assert isinstance(names, frozenset)
+        assert "kl_core" in names  # a cheap goal, every step
+        scheduled = costly & set(stepper.schedulers.names)
+        assert scheduled  # the calibrated scales of the costly goals
+        assert (scheduled <= names) == (k % 4 == 0)
+        assert (scheduled & names == set()) == (k % 4 != 0)
+
+
+def test_a_stale_group_that_would_be_the_bottleneck_is_evaluated_afresh(
+    stepper: Stepper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stepper(batch(stepper))
+    stepper.start_epoch()
+    stepper(batch(stepper))  # a full step
+    seen = counting(stepper, monkeypatch)
+    assert stepper._stale is not None
+    stepper._stale["swap_hist"] = torch.tensor(1e6)  # far past its scale: the bottleneck
+    stepper(batch(stepper))
+    assert seen["full"] == [stepper.steps - 1]
+    assert float(stepper._stale["swap_hist"]) < 1e6  # afresh
+
+
+def test_a_lazy_step_sees_the_cheap_goals_as_the_full_forward_does(stepper: Stepper) -> None:
+    x = batch(stepper)
+    noise = stepper.vae.draw_noise(x)
+    perm = torch.roll(torch.arange(16), 1)
+    cheap = compute(stepper._cheap_goals, stepper.cheap_inputs(x, noise))
+    full = compute(stepper.goals, stepper.inputs(x, noise, noise, perm))
+    assert set(cheap) == {"pixel", "edge", "kl_core", "kl_detail"}
+    for name, value in cheap.items():
+        assert torch.equal(value, full[name]), name
+
+
+def test_refresh_one_evaluates_every_group_on_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    stepper = Run(attrs.evolve(SMALL, refresh=1), tmp_path, progress=False,
+                  print_=quiet).stepper  # fmt: skip
+    stepper(batch(stepper))
+    seen = counting(stepper, monkeypatch)
+    for _ in range(3):
+        stepper(batch(stepper))
+    assert len(seen["full"]) == 3
+
+
+@pytest.mark.parametrize("refresh", [0, -1, 1.5, True])
+def test_refresh_must_be_a_positive_integer(refresh: object, stepper: Stepper) -> None:
+    with pytest.raises((TypeError, ValueError), match="refresh"):
+        TrainConfig(refresh=refresh)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="refresh"):
+        Stepper(stepper.vae, stepper.disc, stepper.goals, stepper.schedulers, stepper.optimizer,
+                stepper.disc_optimizer, refresh=refresh)  # type: ignore[arg-type]  # fmt: skip

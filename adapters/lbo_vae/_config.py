@@ -207,8 +207,12 @@ class TrainConfig:
     running mean of the norms before it; see the trainer page's design notes
     for why.
     ``recheck`` is what a step evaluates again after the optimizer step:
-    ``"full"`` (the whole forward) or ``"posterior"`` (the encoder alone,
-    about half the step's cost; see the trainer page's design notes).
+    ``"posterior"`` (the encoder alone) or ``"full"`` (what the step's
+    forward evaluated); ``refresh`` evaluates the costly groups (swap,
+    core, realism, disentangle, latent, health) on one step in ``refresh``
+    and on a step they would be the bottleneck, the reconstruction and the
+    KL on every step (1: every group, every step). See the trainer page's
+    design notes for what each costs.
     ``perceptual_weights``, the path of a local torchvision VGG16 weights
     file, adds the ``perceptual`` goal; unset (the default), the goal is off
     and nothing is loaded or downloaded. ``heldout`` images, which training
@@ -278,7 +282,8 @@ class TrainConfig:
     gradient_clip: float | None = attrs.field(
         default=1.5, converter=_to_float, validator=_optional(_number, _positive)
     )
-    recheck: str = attrs.field(default="full", validator=_one_of("full", "posterior"))
+    recheck: str = attrs.field(default="posterior", validator=_one_of("full", "posterior"))
+    refresh: int = _int_field(4, _positive)
 
     def __attrs_post_init__(self) -> None:
         if (self.dataset == "folder") != (self.data is not None):

@@ -29,6 +29,9 @@ Recheck = Literal["full", "posterior"]
 _LATENT: Final = frozenset({"mu", "logvar", "core_dims"})
 """The `GoalInputs` fields the encoder alone gives: a barrier reading only these is cheap."""
 
+_CHEAP: Final = _LATENT | {"x", "recon"}
+"""The fields a plain VAE's forward gives (encoder, one decode): `Stepper.cheap_inputs`."""
+
 EMA_DECAY = 0.9
 """The decay of `Stepper.norm_ema`, the running mean of the gradient norms that clipping uses."""
 
@@ -40,12 +43,13 @@ class StepResult(NamedTuple):
         loss: The barrier loss before the step (plain MSE while calibrating).
         groups: The top-level group scores after the step, in `Stepper.group_names`
             order (all 1 while calibrating; before the step with
-            ``recheck="posterior"``).
+            ``recheck="posterior"``); a stale group's from its last evaluation.
         bottleneck: The index of the smallest group, when ``groups`` is read.
         rejected: Whether the step was rolled back (a 0-d bool tensor).
         metrics: Every goal's raw metric after the step (of the model kept); with
             ``recheck="posterior"``, the goals that read only the posterior after
-            the step and the others before it.
+            the step and the others before it; on a step that did not evaluate
+            the costly groups (``refresh``), their last values.
     """
 
     loss: torch.Tensor
@@ -82,7 +86,9 @@ class Stepper:
     counts it as rejected; with ``barriers`` given, so does a step that takes
     a barrier goal (the KL) past its ceiling or further past it. Accepted
     steps' metrics go to the schedulers. With ``recheck="posterior"`` only
-    the encoder runs again (`check`), for about half the step's cost. The
+    the encoder runs again (`check`); with ``refresh`` above 1 the costly
+    groups are evaluated on one step in ``refresh`` (and whenever they would
+    be the bottleneck), their last metrics standing in between. The
     objective works on log scores, so a goal far past its bound keeps its
     gradient.
     While a scale is still being calibrated (``auto``, LBO.md section 3) the
@@ -116,6 +122,19 @@ class Stepper:
             the weight of hundreds in Adam's moments; None: no clipping.
             Under ``torch.distributed`` each rank clips its own gradient
             before the ranks' gradients are averaged.
+        refresh: Evaluate the costly groups (those whose goals read more
+            than a plain VAE's forward gives: the swap, the perturbed and
+            core-only decodes, the augmented copy, the discriminator) on one
+            step in ``refresh``, and on the first step after `start_epoch`;
+            on the steps between, their last raw metrics, scored under the
+            current bounds, stand in for them, and only the cheap groups
+            (the reconstruction, the KL) are evaluated afresh. A step whose
+            bottleneck would be a stale group evaluates every group afresh
+            (a host read of the bottleneck's index, on any device; under
+            ``agree``, the replicas refresh together). The
+            schedulers observe each goal when it is evaluated. The
+            discriminator trains on a full step at most every other step.
+            1: every group on every step.
         recheck: What is evaluated again after the optimizer step:
             ``"full"`` (the whole forward, about 3 plain steps: the reject
             decision reads every group; the schedulers and the step's
@@ -140,6 +159,7 @@ class Stepper:
         met: Mapping[str, float] | None = None,
         clip: float | None = 1.5,
         recheck: Recheck = "full",
+        refresh: int = 1,
     ) -> None:
         self.vae, self.disc, self.goals = vae, disc, tuple(goals)
         self.schedulers = schedulers
@@ -160,6 +180,17 @@ class Stepper:
         if recheck not in ("full", "posterior"):
             raise ValueError(f"Stepper: recheck must be 'full' or 'posterior', got {recheck!r}")
         self.recheck: Recheck = recheck
+        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1:
+            raise ValueError(f"Stepper: refresh must be an integer of 1 or more, got {refresh!r}")
+        self.refresh = refresh
+        cheap = {g.group[0] for g in self.goals if set(g.reads) <= _CHEAP}
+        cheap -= {g.group[0] for g in self.goals if not set(g.reads) <= _CHEAP}
+        self._cheap_goals = [g for g in self.goals if g.group[0] in cheap]
+        self._costly = frozenset(g.name for g in self.goals if g.group[0] not in cheap)
+        self._costly_groups = torch.tensor([n not in cheap for n in self.group_names])
+        self._stale: dict[str, torch.Tensor] | None = None  # the costly goals' last metrics
+        self._since_full = 0
+        self._disc_wait = 1  # steps since the discriminator last trained, less one
         latent = [g for g in self.goals if g.reads and set(g.reads) <= _LATENT]
         walls = [g for g in self.goals if g.name in self.barriers]
         # What `check` evaluates: the barriers, and the scheduled goals the posterior gives.
@@ -181,6 +212,36 @@ class Stepper:
         """
         sched = self.schedulers
         return any(sched.phase_of(n) is Phase.DISCOVERY for n in self._calibrated)
+
+    def start_epoch(self) -> None:
+        """Evaluate every group afresh on the next step (an epoch's first; a resumed run's too)."""
+        self._stale = None
+
+    def cheap_inputs(self, x: torch.Tensor, noise: torch.Tensor) -> GoalInputs:
+        """What a plain VAE's forward gives (`_CHEAP`): the posterior and the reconstruction.
+
+        The bundle's other fields hold stand-ins of the right shapes (the
+        reconstruction, the core means, zero logits) that no cheap goal reads.
+        """
+        vae = self.vae
+        mu, logvar = vae.encode(x)
+        recon = vae.decode(vae.reparameterize(mu, logvar, noise))
+        image, zero = recon.detach(), x.new_zeros(x.shape[0])
+        return GoalInputs(
+            x=x,
+            recon=recon,
+            recon_core=image,
+            swap=image,
+            x2=image,
+            core_perturbed=image,
+            detail_perturbed=image,
+            mu=mu,
+            logvar=logvar,
+            core_dims=vae.core_dims,
+            mu_augmented_core=vae.split(mu.detach())[0],
+            d_recon=zero,
+            d_swap=zero,
+        )
 
     def inputs(
         self, x: torch.Tensor, noise: torch.Tensor, perturb: torch.Tensor, perm: torch.Tensor
@@ -308,25 +369,43 @@ class Stepper:
         self.disc.eval()  # scoring only: spectral norm's power iteration stays put
         calibrating = self.calibrating()
         self.guard.snapshot()
-        inputs = self.inputs(x, noise, perturb, perm)
         before: dict[str, torch.Tensor] = {}
+        full = calibrating or self.refresh == 1 or self._stale is None
+        full = full or self._since_full + 1 >= self.refresh
         if calibrating:  # the metrics are read after the step
+            inputs = self.inputs(x, noise, perturb, perm)
             loss = F.mse_loss(inputs.recon, x)
             groups = torch.ones(len(self.group_names), device=x.device)
             bottleneck = torch.zeros((), dtype=torch.long, device=x.device)
         else:
-            before = compute(self.goals, inputs)
-            scores = self.log_scores(before)
-            if x.device.type == "cpu":
-                # The same loss and gradient, back-propagated through the bottleneck group
-                # alone (LBOObjective.group_loss): reading its index costs nothing here.
+            if not full:  # the cheap groups afresh, the costly ones' last metrics
+                assert self._stale is not None
+                inputs = self.cheap_inputs(x, noise)
+                before = {**self._stale, **compute(self._cheap_goals, inputs)}
+                scores = self.log_scores(before)
                 with torch.no_grad():
                     result = self.objective(scores, log=True)
+                stale = self._costly_groups.to(x.device)[result.bottleneck]
+                if self.agree is not None:  # the replicas take the same path
+                    stale = self.agree(stale)
+                full = bool(stale)  # a stale group would be the bottleneck: refresh
+            if full:
+                inputs = self.inputs(x, noise, perturb, perm)
+                before = compute(self.goals, inputs)
+                self._stale = {n: v.detach() for n, v in before.items() if n in self._costly}
+                scores = self.log_scores(before)
+            if x.device.type == "cpu" or not full:
+                # The same loss and gradient, back-propagated through the bottleneck group
+                # alone (LBOObjective.group_loss): reading its index costs nothing here.
+                if full:
+                    with torch.no_grad():
+                        result = self.objective(scores, log=True)
                 loss = self.objective.group_loss(scores, int(result.bottleneck), log=True)
             else:  # no host read per step on an accelerator: the full loss
                 result = self.objective(scores, log=True)
                 loss = result.loss
             groups, bottleneck = result.groups.detach(), result.bottleneck
+        self._since_full = 0 if full else self._since_full + 1
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self._zero_missing_gradients()
@@ -334,7 +413,7 @@ class Stepper:
             self._clip_gradients(active=not calibrating)
         self.optimizer.step()
         with torch.no_grad():
-            if calibrating or self.recheck == "full":  # the whole forward again
+            if calibrating or (self.recheck == "full" and full):  # the whole forward again
                 after = self.inputs(x, noise, perturb, perm)
                 metrics = compute(self.goals, after)
                 fakes = (after.recon, after.swap)
@@ -344,22 +423,32 @@ class Stepper:
                     result = self.objective(self.log_scores(metrics), log=True)
                     groups, bottleneck = result.groups, result.bottleneck
                     rejected = result.reject | self.crossed(before, metrics)
+            elif self.recheck == "full":  # a lazy step: its cheap forward again
+                after = self.cheap_inputs(x, noise)
+                metrics = {**before, **compute(self._cheap_goals, after)}
+                result = self.objective(self.log_scores(metrics), log=True)
+                groups, bottleneck = result.groups, result.bottleneck
+                rejected = result.reject | self.crossed(before, metrics)
+                fakes = None
             else:  # what the reject decision reads: the encoder alone
                 latent, after = self.check(x, noise, perturb, perm, inputs)
                 metrics = {**{n: v.detach() for n, v in before.items()}, **latent}
                 rejected = ~self._finite(latent, after) | self.crossed(before, latent)
-                fakes = None
+                fakes = (inputs.recon.detach(), inputs.swap.detach()) if full else None
         if self.agree is not None:
             rejected = self.agree(rejected)
         self.guard.restore_if(rejected)
+        observed = self._scheduled if full or calibrating else self._scheduled - self._costly
         self.schedulers.observe(
-            {n: v for n, v in metrics.items() if n in self._scheduled}, accepted=~rejected
+            {n: v for n, v in metrics.items() if n in observed}, accepted=~rejected
         )
         self.schedulers.reject(rejected)
-        if self.steps % 2 == 0:
+        self._disc_wait += 1
+        if self.steps % 2 == 0 if self.refresh == 1 else full and self._disc_wait >= 2:
             if fakes is None:  # the updated model's recon and swap, from its posterior
                 fakes = self._fakes(after, noise, perm)
             self._train_disc(x, *fakes, rejected)
+            self._disc_wait = 0
         self.steps += 1
         return StepResult(loss.detach(), groups, bottleneck, rejected, metrics)
 

@@ -268,6 +268,7 @@ class Run:
             ),
             clip=config.gradient_clip,
             recheck=config.recheck,  # type: ignore[arg-type]
+            refresh=config.refresh,
         )
         if self.world > 1:  # the replicas start, step and roll back together
             for module in (self.vae, self.disc):
@@ -313,6 +314,7 @@ class Run:
         totals = torch.zeros(over + 1, device=self.device)
         started = time.perf_counter()
         bar = self._bar(len(batches))
+        stepper.start_epoch()  # every group afresh on the epoch's first step
         for i, index in enumerate(batches):
             x = self.data.images[index].to(self.device, non_blocking=True)
             result = stepper(x)
