@@ -139,6 +139,8 @@ def fix_ceiling(run: Run, fixed: float) -> None:
         features=old.features,
         met=old.met,
         clip=old.clip,
+        recheck=old.recheck,
+        refresh=old.refresh,
     )
 
 

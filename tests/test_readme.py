@@ -83,7 +83,7 @@ README_FIGURES = (
     "(predicting the mean image scores an MSE of {trainer.mean_mse})",
     "held-out MSE is {trainer_quality.mse_ratio} the beta-VAE's on the mean"
     " ({trainer_quality.mse_ratios} per seed",
-    "has at most {trainer_quality.max_over_steps} over the ceiling in any epoch",
+    "has {trainer_quality.max_over} over the ceiling in any epoch",
     "A step costs about {trainer_quality.step_ratio} a beta-VAE step"
     " ({trainer_quality.seconds} of training;",
     "DCI disentanglement {trainer_quality.dci}, structure on the core half"

@@ -278,7 +278,7 @@ class TrainConfig:
     )
     met: float = _float_field(0.25, _rate)
     swap_met: float = _float_field(0.5, _rate)
-    kl_met: float = _float_field(0.25, _rate)
+    kl_met: float = _float_field(0.5, _rate)
     gradient_clip: float | None = attrs.field(
         default=1.5, converter=_to_float, validator=_optional(_number, _positive)
     )

@@ -136,13 +136,14 @@ class Stepper:
             discriminator trains on a full step at most every other step.
             1: every group on every step.
         recheck: What is evaluated again after the optimizer step:
-            ``"full"`` (the whole forward, about 3 plain steps: the reject
-            decision reads every group; the schedulers and the step's
-            result get the updated model's metrics) or ``"posterior"`` (the
-            encoder alone, `check`: the step is rolled back when the
-            parameters or the posterior are not finite or a barrier is
-            crossed; the schedulers get the updated posterior's goals and
-            the forward's others). Calibration steps always run the full one.
+            ``"posterior"`` (the default: the encoder alone, `check`: the
+            step is rolled back when the parameters or the posterior are
+            not finite or a barrier is crossed; the schedulers get the
+            updated posterior's goals and the forward's others) or
+            ``"full"`` (what the step's forward evaluated: the reject
+            decision reads every group evaluated; the schedulers and the
+            step's result get the updated model's metrics). Calibration
+            steps always run the whole forward again.
     """
 
     def __init__(
@@ -158,8 +159,8 @@ class Stepper:
         features: nn.Module | None = None,
         met: Mapping[str, float] | None = None,
         clip: float | None = 1.5,
-        recheck: Recheck = "full",
-        refresh: int = 1,
+        recheck: Recheck = "posterior",
+        refresh: int = 4,
     ) -> None:
         self.vae, self.disc, self.goals = vae, disc, tuple(goals)
         self.schedulers = schedulers

@@ -432,10 +432,12 @@ def _trainer_quality(results: Path) -> dict[str, str]:
         "trainer_quality.mse_ratio": f"{record['ratios']['mse']:.2f}x",
         "trainer_quality.mse_ratios": ", ".join(f"{r:.2f}x" for r in per_seed[:-1])
         + f" and {per_seed[-1]:.2f}x",
-        "trainer_quality.step_ratio": f"{seconds[0] / seconds[1]:.0f}x",
+        "trainer_quality.step_ratio": f"{seconds[0] / seconds[1]:.1f}x",
         "trainer_quality.seconds": f"{seconds[0]:.0f} s against {seconds[1]:.0f} s",
         # The largest share of an epoch's steps over the ceiling, as steps of an epoch.
-        "trainer_quality.max_over_steps": _steps(round(over * steps), steps),
+        "trainer_quality.max_over": (
+            f"at most {_steps(round(over * steps), steps)}" if over > 0 else "no step"
+        ),
         "table.trainer_quality": "\n".join(table),
         **_trainer_quality_split(lbo, beta, timed),
     }
