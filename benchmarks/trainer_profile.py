@@ -1071,7 +1071,7 @@ def ratio_lines(runs: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in runs:
         line = (
-            f"{r['threads']} thread(s): a default step (no timers) is "
+            f"{r['threads']} thread(s): a step (no timers) is "
             f"{r['ratio_bare_over_plain']:.2f}x a plain beta-VAE step ({r['bare_step_ms']:.1f} "
             f"against {r['plain_step_ms']:.1f} ms, medians over {r['pairs']} rounds of "
             f"{r.get('per', 2)} steps); "
