@@ -92,6 +92,23 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
+def test_a_resumed_run_matches_when_an_epoch_ends_on_a_full_step(tmp_path: Path) -> None:
+    # 5 steps an epoch, every other one full: the last step of each epoch evaluates every
+    # group and trains the discriminator, so the next epoch's first step must not depend on
+    # the step before it (which the checkpoint does not hold).
+    config = TINY.replace(epochs=3, images=80, batch_size=16, refresh=2, image_size=16, width=8)
+    whole = Run(config, tmp_path / "whole", progress=False, print_=quiet)
+    expected = whole.train()
+    killed = Run(config.replace(epochs=2), tmp_path / "resumed", progress=False, print_=quiet)
+    killed.train()
+    resumed = Run(config, tmp_path / "resumed", progress=False, print_=quiet)
+    resumed.load(tmp_path / "resumed" / CHECKPOINT)
+    resumed.train()
+    assert [strip(r) for r in resumed.history] == [strip(r) for r in expected]
+    for a, b in zip(resumed.disc.parameters(), whole.disc.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_checkpoint_of_other_settings_is_refused(
     tmp_path: Path, tiny_run: tuple[Run, list[str]]
 ) -> None:

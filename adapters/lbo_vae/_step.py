@@ -215,8 +215,14 @@ class Stepper:
         return any(sched.phase_of(n) is Phase.DISCOVERY for n in self._calibrated)
 
     def start_epoch(self) -> None:
-        """Evaluate every group afresh on the next step (an epoch's first; a resumed run's too)."""
+        """Evaluate every group afresh on the next step (an epoch's first; a resumed run's too).
+
+        The discriminator trains on that step too: what a step does depends
+        on nothing an epoch's checkpoint leaves out, so a resumed run trains
+        as the uninterrupted one.
+        """
         self._stale = None
+        self._disc_wait = 1
 
     def cheap_inputs(self, x: torch.Tensor, noise: torch.Tensor) -> GoalInputs:
         """What a plain VAE's forward gives (`_CHEAP`): the posterior and the reconstruction.
@@ -445,7 +451,10 @@ class Stepper:
         )
         self.schedulers.reject(rejected)
         self._disc_wait += 1
-        if self.steps % 2 == 0 if self.refresh == 1 else full and self._disc_wait >= 2:
+        # With refresh 1 every step is full: every other step, as always; otherwise the full
+        # steps, at most every other step.
+        every_other = self.steps % 2 == 0 if self.refresh == 1 else self._disc_wait >= 2
+        if full and every_other:
             if fakes is None:  # the updated model's recon and swap, from its posterior
                 fakes = self._fakes(after, noise, perm)
             self._train_disc(x, *fakes, rejected)
