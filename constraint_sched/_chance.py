@@ -492,7 +492,7 @@ def _log_weight(v: ChanceState[float], s: ChanceConstraint, steps: int, epoch: i
         return None
     return (
         f"a weight within [min_weight, max_weight] = [{s.min_weight:g}, {s.max_weight:g}] "
-        "times the weight unit"
+        f"times the weight unit (log_unit {v.log_unit!r}: one of the two is corrupt)"
     )
 
 

@@ -278,3 +278,19 @@ def test_a_far_last_value_keeps_the_noise_and_the_state_finite() -> None:
     saved = term.state_dict()
     assert math.isfinite(saved["multiplier"]["jump"])
     ConstraintTerm("kl", target=1.0, echo=False).load_state_dict(json.loads(json.dumps(saved)))
+
+
+def test_a_weight_out_of_range_of_its_unit_names_both_fields() -> None:
+    """Found by the corruption property: a corrupt log_unit was reported as log_weight alone."""
+    term = ConstraintTerm("kl", target=1.0, squeeze_epochs=2, echo=False)
+    for v in (3.0, 5.0, 4.0):
+        term(np.array([v, 1.1 * v]), main=0.5)
+    term.epoch_end()
+    term(np.array([4.0]), main=0.5)
+    state = json.loads(json.dumps(term.state_dict()))
+    assert state["multiplier"]["scaled"] == 1.0
+    state["multiplier"]["log_unit"] = state["multiplier"]["log_weight"] + 30.0
+    fresh = ConstraintTerm("kl", target=1.0, squeeze_epochs=2, echo=False)
+    with pytest.raises(ValueError, match=r"log_weight.*log_unit") as error:
+        fresh.load_state_dict(state)
+    assert "log_unit" in str(error.value)
