@@ -78,16 +78,22 @@ def test_the_checkpoint_loads_with_weights_only(tiny_run: tuple[Run, list[str]])
     assert not list(run.out.glob("*.tmp"))  # written atomically
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
-    config = TINY.replace(epochs=3)
+def killed_and_resumed(config: TrainConfig, tmp_path: Path) -> tuple[Run, Run]:
+    """``config`` trained whole, and trained one epoch short, then resumed from its checkpoint."""
     whole = Run(config, tmp_path / "whole", progress=False, print_=quiet)
-    expected = whole.train()
-    killed = Run(config.replace(epochs=2), tmp_path / "resumed", progress=False, print_=quiet)
+    whole.train()
+    killed = Run(config.replace(epochs=config.epochs - 1), tmp_path / "resumed", progress=False,
+                 print_=quiet)  # fmt: skip
     killed.train()
     resumed = Run(config, tmp_path / "resumed", progress=False, print_=quiet)
     resumed.load(tmp_path / "resumed" / CHECKPOINT)
     resumed.train()
-    assert [strip(r) for r in resumed.history] == [strip(r) for r in expected]
+    return whole, resumed
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole, resumed = killed_and_resumed(TINY.replace(epochs=3), tmp_path)
+    assert [strip(r) for r in resumed.history] == [strip(r) for r in whole.history]
     lines = (tmp_path / "resumed" / METRICS).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
@@ -97,14 +103,8 @@ def test_a_resumed_run_matches_when_an_epoch_ends_on_a_full_step(tmp_path: Path)
     # group and trains the discriminator, so the next epoch's first step must not depend on
     # the step before it (which the checkpoint does not hold).
     config = TINY.replace(epochs=3, images=80, batch_size=16, refresh=2, image_size=16, width=8)
-    whole = Run(config, tmp_path / "whole", progress=False, print_=quiet)
-    expected = whole.train()
-    killed = Run(config.replace(epochs=2), tmp_path / "resumed", progress=False, print_=quiet)
-    killed.train()
-    resumed = Run(config, tmp_path / "resumed", progress=False, print_=quiet)
-    resumed.load(tmp_path / "resumed" / CHECKPOINT)
-    resumed.train()
-    assert [strip(r) for r in resumed.history] == [strip(r) for r in expected]
+    whole, resumed = killed_and_resumed(config, tmp_path)
+    assert [strip(r) for r in resumed.history] == [strip(r) for r in whole.history]
     for a, b in zip(resumed.disc.parameters(), whole.disc.parameters(), strict=True):
         assert torch.equal(a, b)
 
