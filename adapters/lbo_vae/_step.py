@@ -92,8 +92,9 @@ class Stepper:
     objective works on log scores, so a goal far past its bound keeps its
     gradient.
     While a scale is still being calibrated (``auto``, LBO.md section 3) the
-    step trains on plain pixel MSE instead. The discriminator is trained on
-    every other step at a tenth of the learning rate.
+    step trains on plain pixel MSE instead. The discriminator is trained at a
+    tenth of the learning rate, on every other step with ``refresh=1`` and
+    on the steps that evaluate every group otherwise.
 
     Args:
         vae: The model.
@@ -188,10 +189,10 @@ class Stepper:
         cheap -= {g.group[0] for g in self.goals if not set(g.reads) <= _CHEAP}
         self._cheap_goals = [g for g in self.goals if g.group[0] in cheap]
         self._costly = frozenset(g.name for g in self.goals if g.group[0] not in cheap)
-        self._costly_groups = torch.tensor([n not in cheap for n in self.group_names])
+        self._costly_groups = tuple(n not in cheap for n in self.group_names)
         self._stale: dict[str, torch.Tensor] | None = None  # the costly goals' last metrics
         self._since_full = 0
-        self._disc_wait = 1  # steps since the discriminator last trained, less one
+        self._disc_wait = 1  # steps since the discriminator last trained, before this one
         latent = [g for g in self.goals if g.reads and set(g.reads) <= _LATENT]
         walls = [g for g in self.goals if g.name in self.barriers]
         # What `check` evaluates: the barriers, and the scheduled goals the posterior gives.
@@ -392,10 +393,10 @@ class Stepper:
                 scores = self.log_scores(before)
                 with torch.no_grad():
                     result = self.objective(scores, log=True)
-                stale = self._costly_groups.to(x.device)[result.bottleneck]
+                index = int(result.bottleneck)  # the one host read of a lazy step
+                full = self._costly_groups[index]  # a stale group would be it: refresh
                 if self.agree is not None:  # the replicas take the same path
-                    stale = self.agree(stale)
-                full = bool(stale)  # a stale group would be the bottleneck: refresh
+                    full = bool(self.agree(torch.tensor(full, device=x.device)))
             if full:
                 inputs = self.inputs(x, noise, perturb, perm)
                 before = compute(self.goals, inputs)
@@ -407,7 +408,8 @@ class Stepper:
                 if full:
                     with torch.no_grad():
                         result = self.objective(scores, log=True)
-                loss = self.objective.group_loss(scores, int(result.bottleneck), log=True)
+                    index = int(result.bottleneck)
+                loss = self.objective.group_loss(scores, index, log=True)
             else:  # no host read per step on an accelerator: the full loss
                 result = self.objective(scores, log=True)
                 loss = result.loss
