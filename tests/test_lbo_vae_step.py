@@ -78,6 +78,9 @@ def test_the_levels_leave_the_objective_alone(stepper: Stepper) -> None:
     assert levels["edge"] == pytest.approx(SMALL.met)
     assert levels["swap_hist"] == pytest.approx(SMALL.swap_met)
     assert levels["kl_core"] == pytest.approx(SMALL.kl_met)
+    assert levels["core_colour_leak"] == pytest.approx(SMALL.disentangle_met)
+    assert levels["detail_edge_leak"] == pytest.approx(SMALL.disentangle_met)
+    assert SMALL.disentangle_met != SMALL.met  # the test tells the two levels apart
 
 
 @pytest.mark.parametrize("share", [0.5, 0.9])

@@ -162,8 +162,9 @@ def test_the_seed_table_is_a_config_option() -> None:
         ("epochs = [\n", r"is not valid TOML"),
         ("dataset = 'folder'\n", r"dataset='folder' needs data"),
         ("kl_lower = 20.0\nkl_healthy = 10.0\n", r"kl_lower \(20.0\) must be below kl_healthy"),
+        ("disentangle_met = 0.0\n", r"TrainConfig.disentangle_met must lie in \(0, 1\], got 0.0"),
     ],
-    ids=["unknown-key", "negative", "bad-toml", "folder-without-data", "kl-box"],
+    ids=["unknown-key", "negative", "bad-toml", "folder-without-data", "kl-box", "met-level"],
 )
 def test_config_files_are_checked_naming_the_key(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "run.toml"

@@ -202,7 +202,8 @@ class TrainConfig:
     ``kl_hard_ceiling`` also rejects any step that crosses it.
     Only the ``pixel`` goal is the objective: every other goal is a
     constraint that counts as fully met once its score reaches ``met``
-    (``swap_met`` for the swap group, ``kl_met`` for the two KL goals), and
+    (``swap_met`` for the swap group, ``disentangle_met`` for the
+    disentangle group, ``kl_met`` for the two KL goals), and
     ``gradient_clip`` clips each step's gradient norm to that many times the
     running mean of the norms before it; see the trainer page's design notes
     for why.
@@ -279,6 +280,7 @@ class TrainConfig:
     met: float = _float_field(0.25, _rate)
     swap_met: float = _float_field(0.5, _rate)
     kl_met: float = _float_field(0.5, _rate)
+    disentangle_met: float = _float_field(0.01, _rate)
     gradient_clip: float | None = attrs.field(
         default=1.5, converter=_to_float, validator=_optional(_number, _positive)
     )

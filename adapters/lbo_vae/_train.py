@@ -264,7 +264,8 @@ class Run:
             met=met_levels(
                 self.goals,
                 met=config.met,
-                by_name={"swap": config.swap_met} | {name: config.kl_met for name in KL_GOALS},
+                by_name={"swap": config.swap_met, "disentangle": config.disentangle_met}
+                | {name: config.kl_met for name in KL_GOALS},
             ),
             clip=config.gradient_clip,
             recheck=config.recheck,  # type: ignore[arg-type]
