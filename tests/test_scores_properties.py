@@ -517,8 +517,17 @@ def moved_healthy(spec: ConstraintSpec, side: str, value: float) -> float:
     if not (math.isfinite(scale) and scale > 0):
         scale = min(width, 1.0)
     if side == "upper":
-        return min(spec.healthy, value - 0.1 * scale)
-    return max(spec.healthy, value + 0.1 * scale)
+        moved = min(spec.healthy, value - 0.1 * scale)
+    else:
+        moved = max(spec.healthy, value + 0.1 * scale)
+    if not min(value, other) < moved < max(value, other):
+        # Rounding left no room for the gap (a scale of a few subnormals, say): the
+        # documented fallback is the midpoint between the bounds, or the next float.
+        mid = value + 0.5 * (other - value)
+        if math.isfinite(mid) and min(value, other) < mid < max(value, other):
+            return mid
+        return math.nextafter(value, other)
+    return moved
 
 
 @given(spec_side_and_bound())
@@ -555,6 +564,18 @@ def test_with_bound_moves_healthy_only_as_far_as_the_documented_gap_needs(
         assert moved.healthy <= spec.healthy
     else:
         assert moved.healthy >= spec.healthy
+
+
+def test_with_bound_falls_back_to_the_midpoint_when_the_gap_underflows() -> None:
+    # Found by the property above in CI: a healthy point of one subnormal makes the
+    # gap's scale underflow to 0, so healthy would land on the new floor itself.
+    spec = ConstraintSpec(
+        "a", "box_asymmetric", lower=-0.001, upper=0.001, healthy=-5e-324, steepness=20.0
+    )
+    moved = spec.with_bound(0.0, "lower")
+    assert moved.lower == 0.0
+    assert moved.healthy == 0.0005
+    assert moved.lower < moved.healthy < moved.upper
 
 
 def test_with_bound_on_the_seed_goal_puts_healthy_at_2710() -> None:
