@@ -447,7 +447,7 @@ class Stepper:
         if self.agree is not None:
             rejected = self.agree(rejected)
         self.guard.restore_if(rejected)
-        observed = self._scheduled if full or calibrating else self._scheduled - self._costly
+        observed = self._scheduled if full else self._scheduled - self._costly  # calibrating: full
         self.schedulers.observe(
             {n: v for n, v in metrics.items() if n in observed}, accepted=~rejected
         )
