@@ -519,8 +519,9 @@ class ConstraintTerm:
             )
         if counts["steps"] != multiplier.epoch_steps:
             raise ValueError(
-                f"{self._owner}.load_state_dict: state['steps'] is {counts['steps']}, but the "
-                f"multiplier saw {multiplier.epoch_steps} steps this epoch"
+                f"{self._owner}.load_state_dict: state['steps'] is {counts['steps']}, but "
+                f"state['multiplier']['epoch_steps'] is {multiplier.epoch_steps} (the steps "
+                "the multiplier saw this epoch): the two must agree"
             )
         return multiplier, counts["steps"], counts["last_steps"], float(weight)
 

@@ -338,7 +338,11 @@ def test_state_dict_resumes_mid_epoch_exactly() -> None:
     ("change", "error", "words"),
     [
         ({"steps": -1}, ValueError, "state['steps'] must be an int >= 0"),
-        ({"steps": 7}, ValueError, "state['steps'] is 7, but the multiplier saw 0"),
+        (
+            {"steps": 7},
+            ValueError,
+            "state['steps'] is 7, but state['multiplier']['epoch_steps'] is 0",
+        ),
         ({"weight": -1.0}, ValueError, "state['weight'] must be a number >= 0"),
         ({"multiplier": {}}, ValueError, "before the scale-free term"),
         ({"last_steps": None}, KeyError, "state['last_steps'] is missing"),
