@@ -21,6 +21,7 @@ from constraint_sched.adapters.lbo_vae._data import (  # noqa: E402
     APPEARANCE_FACTORS,
     DATASETS,
     SHAPE_KINDS,
+    SIZES,
     STRUCTURE_FACTORS,
     ImageSet,
     digits,
@@ -28,6 +29,7 @@ from constraint_sched.adapters.lbo_vae._data import (  # noqa: E402
     load,
     render,
     render_mask,
+    shape_recovery,
     shapes,
     swap_scores,
 )
@@ -102,6 +104,22 @@ def test_shapes_factors_have_their_ranges_and_every_kind_appears() -> None:
         assert bool((f[key] <= 1).all())
     assert data.labels is not None
     assert torch.equal(data.labels, f["shape"])
+
+
+def test_shapes_sizes_sets_the_size_range_and_keeps_every_shape_inside() -> None:
+    default = shapes(64, seed=4)
+    assert torch.equal(shapes(64, seed=4, sizes=SIZES).images, default.images)
+    assert SIZES == (0.15, 0.30)
+    big = shapes(256, seed=4, sizes=(0.3, 0.37))
+    f = big.factors
+    assert f is not None
+    assert bool((f["size"] >= 0.3).all())
+    assert bool((f["size"] <= 0.37).all())
+    assert bool((render_mask(f, 32)[:, [0, -1], :] == 0).all())  # nothing is cut by the border
+    assert bool((render_mask(f, 32)[:, :, [0, -1]] == 0).all())
+    same = shapes(8, seed=4, sizes=(0.25, 0.25)).factors
+    assert same is not None
+    assert bool((same["size"] == 0.25).all())
 
 
 def test_shapes_foreground_and_background_are_well_apart() -> None:
@@ -258,6 +276,24 @@ def test_render_errors_name_the_colours() -> None:
         pytest.param(
             {"n": 4, "seed": 1.5}, r"shapes: seed must be an integer >= 0, got 1.5", id="seed-float"
         ),
+        pytest.param(
+            {"n": 4, "sizes": (0.2, 0.4)},
+            r"shapes: sizes must satisfy 0 < low <= high <= 0\.370 .*got \(0\.2, 0\.4\)",
+            id="sizes-too-big",
+        ),
+        pytest.param(
+            {"n": 4, "sizes": (0.3, 0.2)},
+            r"sizes must satisfy .*got \(0\.3, 0\.2\)",
+            id="sizes-order",
+        ),
+        pytest.param({"n": 4, "sizes": (0.0, 0.2)}, r"sizes must satisfy", id="sizes-zero"),
+        pytest.param(
+            {"n": 4, "sizes": 0.2},
+            r"sizes must be two numbers \(low, high\), got 0\.2",
+            id="sizes-one",
+        ),
+        pytest.param({"n": 4, "sizes": ("a", "b")}, r"sizes must be two numbers", id="sizes-text"),
+        pytest.param({"n": 4, "sizes": (0.1, float("nan"))}, r"sizes must satisfy", id="sizes-nan"),
     ],
 )
 def test_shapes_errors(kwargs: dict[str, Any], match: str) -> None:
@@ -373,6 +409,69 @@ def test_swap_scores_errors() -> None:
         swap_scores(torch.zeros(3, 3, 16, 16), x1, x2)
     with pytest.raises(ValueError, match=r"factors\['fg'\] must hold 4 RGB colours"):
         swap_scores(torch.zeros(4, 3, 16, 16), x1, rows(x2, slice(0, 2)))
+
+
+# --- shape_recovery ------------------------------------------------------------------------
+
+
+def with_shape(factors: Factors, kind: torch.Tensor) -> Factors:
+    """``factors`` with their ``"shape"`` replaced by ``kind``."""
+    return dict(factors, shape=kind)
+
+
+@settings(max_examples=25)
+@given(seed=seeds, side=st.sampled_from([24, 32]), shift=st.integers(1, 3))
+def test_shape_recovery_is_1_for_the_images_and_0_for_every_shape_drawn_wrong(
+    seed: int, side: int, shift: int
+) -> None:
+    data = shapes(12, image_size=side, seed=seed)
+    factors = data.factors
+    assert factors is not None
+    assert float(shape_recovery(data.images, factors)) == 1.0
+    wrong = with_shape(factors, (factors["shape"] + shift) % len(SHAPE_KINDS))
+    assert float(shape_recovery(render(wrong, wrong, side), factors)) == 0.0
+
+
+@settings(max_examples=25)
+@given(seed=seeds, kind=st.integers(0, len(SHAPE_KINDS) - 1))
+def test_shape_recovery_of_one_shape_drawn_for_all_is_that_shapes_share(
+    seed: int, kind: int
+) -> None:
+    factors = shapes(16, seed=seed).factors
+    assert factors is not None
+    same = with_shape(factors, torch.full_like(factors["shape"], kind))
+    share = float((factors["shape"] == kind).float().mean())
+    assert float(shape_recovery(render(same, same, 32), factors)) == pytest.approx(share)
+
+
+def test_shape_recovery_survives_a_slight_blur_and_is_a_0d_tensor_in_any_order() -> None:
+    data = shapes(64, seed=5)
+    factors = data.factors
+    assert factors is not None
+    blurred = torch.nn.functional.avg_pool2d(data.images, 3, 1, 1, count_include_pad=False)
+    score = shape_recovery(blurred, factors)
+    assert score.shape == ()
+    assert score.dtype == torch.float32
+    assert float(score) > 0.9
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(2))
+    assert float(shape_recovery(blurred[order], rows(factors, order))) == float(score)
+    assert float(shape_recovery(data.images.half(), factors)) == 1.0
+
+
+def test_shape_recovery_errors() -> None:
+    factors = shapes(4, image_size=16).factors
+    assert factors is not None
+    with pytest.raises(
+        ValueError,
+        match=r"recon must be a tensor of shape \(B, 3, S, S\), got shape \(4, 3, 16, 12\)",
+    ):
+        shape_recovery(torch.zeros(4, 3, 16, 12), factors)
+    with pytest.raises(ValueError, match="factors describe 4 images, recon holds 3"):
+        shape_recovery(torch.zeros(3, 3, 16, 16), factors)
+    with pytest.raises(KeyError, match="shape"):
+        shape_recovery(
+            torch.zeros(4, 3, 16, 16), {k: v for k, v in factors.items() if k != "shape"}
+        )
 
 
 # --- ImageSet ------------------------------------------------------------------------------

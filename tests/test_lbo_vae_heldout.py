@@ -14,7 +14,12 @@ pytest.importorskip("tqdm")
 
 from constraint_sched.adapters.lbo_vae._cli import main  # noqa: E402
 from constraint_sched.adapters.lbo_vae._config import TrainConfig  # noqa: E402
-from constraint_sched.adapters.lbo_vae._data import ImageSet, shapes, split  # noqa: E402
+from constraint_sched.adapters.lbo_vae._data import (  # noqa: E402
+    ImageSet,
+    shape_recovery,
+    shapes,
+    split,
+)
 from constraint_sched.adapters.lbo_vae._train import METRICS, Run, load_data  # noqa: E402
 
 # Two steps an epoch, as test_lbo_vae_train.py's TINY, and a small held-out set.
@@ -24,8 +29,17 @@ TINY = TrainConfig(
 )  # fmt: skip
 NEW_KEYS = (
     "heldout_mse", "heldout_mean_mse", "heldout_ssim", "heldout_kl_core", "heldout_kl_detail",
-    "swap_structure", "swap_appearance", "steps_over_ceiling",
+    "swap_structure", "swap_appearance", "heldout_shape", "steps_over_ceiling",
 )  # fmt: skip
+# The keys the report prints in its last columns, and those an older trainer's rows lack.
+REPORTED = (
+    "heldout_mse",
+    "heldout_mean_mse",
+    "heldout_ssim",
+    "heldout_shape",
+    "steps_over_ceiling",
+)
+OLDER_LACKS = (*NEW_KEYS[:5], "heldout_shape", "steps_over_ceiling")
 
 
 def quiet(message: str) -> None:
@@ -120,6 +134,7 @@ def test_every_row_has_the_heldout_metrics_finite(
         assert -1 <= row["heldout_ssim"] <= 1
         assert 0 <= row["swap_structure"] <= 1
         assert 0 <= row["swap_appearance"] <= 1
+        assert 0 <= row["heldout_shape"] <= 1
     # The mean-image baseline, computed once from the training images.
     mean = run.data.images.mean(dim=0)
     baseline = float((run.heldout.images - mean).square().mean())
@@ -132,13 +147,16 @@ def test_evaluate_measures_the_heldout_images_not_the_training_ones(
     run, rows = tiny_run
     with torch.no_grad():
         mu, logvar = run.vae.encode(run.heldout.images)
-        mse = float((run.vae.decode(mu) - run.heldout.images).square().mean())
+        recon = run.vae.decode(mu)
+        mse = float((recon - run.heldout.images).square().mean())
+        shape = float(shape_recovery(recon, run.heldout.factors))
         core_mu, _ = run.vae.split(mu)
         core_logvar, _ = run.vae.split(logvar)
         kl_core = float(0.5 * (core_mu**2 + core_logvar.exp() - 1 - core_logvar).sum(1).mean())
     scores = run.evaluate()
     assert scores["heldout_mse"] == pytest.approx(mse, rel=1e-4)
     assert scores["heldout_kl_core"] == pytest.approx(kl_core, rel=1e-4)
+    assert scores["heldout_shape"] == pytest.approx(shape, abs=1e-6)
     assert scores["heldout_mse"] == pytest.approx(rows[-1]["heldout_mse"], rel=1e-6)
     assert run.evaluate() == scores  # posterior means: no noise
     # Batched as a whole: a batch smaller than the set gives the same numbers.
@@ -160,6 +178,7 @@ def test_swap_scores_are_nan_without_factors(tiny_run: tuple[Run, list[dict[str,
         run.heldout = held
     assert math.isnan(scores["swap_structure"])
     assert math.isnan(scores["swap_appearance"])
+    assert math.isnan(scores["heldout_shape"])
     assert math.isfinite(scores["heldout_mse"])
 
 
@@ -223,17 +242,18 @@ def test_the_report_prints_the_new_columns_and_old_rows(
     tiny_run: tuple[Run, list[dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, rows = tiny_run
-    old = {k: v for k, v in rows[0].items() if k not in NEW_KEYS[:5] + NEW_KEYS[-1:]}
+    old = {k: v for k, v in rows[0].items() if k not in OLDER_LACKS}
     new = rows[1]
     (tmp_path / METRICS).write_text("".join(json.dumps(r) + "\n" for r in (old, new)))
     assert main(["report", str(tmp_path)]) == 0
     header, first, second = capsys.readouterr().out.splitlines()[:3]
-    for column in ("held mse", "mean mse", "ssim", "over"):
+    for column in ("held mse", "mean mse", "ssim", "shape", "over"):
         assert column in header
-    assert first.split()[-4:] == ["-", "-", "-", "-"]  # an older trainer's row
-    assert second.split()[-4:] == [
+    assert first.split()[-5:] == ["-"] * len(REPORTED)  # an older trainer's row
+    assert second.split()[-5:] == [
         f"{new['heldout_mse']:.4f}",
         f"{new['heldout_mean_mse']:.4f}",
         f"{new['heldout_ssim']:.2f}",
+        f"{new['heldout_shape']:.2f}",
         f"{new['steps_over_ceiling']:.1%}",
     ]

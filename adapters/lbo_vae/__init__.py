@@ -62,6 +62,7 @@ from constraint_sched.adapters.lbo_vae._schedules import (
 from constraint_sched.adapters.lbo_vae._shapes import (
     render,
     render_mask,
+    shape_recovery,
     shapes,
     swap_scores,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "mig",
     "render",
     "render_mask",
+    "shape_recovery",
     "shapes",
     "split_images",
     "split_scores",

@@ -264,7 +264,7 @@ def _report(run: Path) -> int:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     print(f"{'epoch':>5}  {'KL phase':<9} {'ceiling':>9} {'kl_core':>8} {'kl_detail':>9} "
           f"{'reject':>7} {'min group':>9} {'swap s/a':>9} {'held mse':>9} {'mean mse':>9} "
-          f"{'ssim':>5} {'over':>6}")  # fmt: skip
+          f"{'ssim':>5} {'shape':>5} {'over':>6}")  # fmt: skip
     for r in rows:
         # null: no accepted step; a key missing: a row of an older trainer
         r = {k: math.nan if v is None else v for k, v in r.items()}
@@ -274,7 +274,8 @@ def _report(run: Path) -> int:
             f"{r['kl_detail']:>9.1f} {r['reject_rate']:>7.1%} {r['min_group']:>9.3f} "
             f"{r['swap_structure']:>4.2f}/{r['swap_appearance']:.2f} "
             f"{_cell(r, 'heldout_mse', '.4f', 9)} {_cell(r, 'heldout_mean_mse', '.4f', 9)} "
-            f"{_cell(r, 'heldout_ssim', '.2f', 5)} {_cell(r, 'steps_over_ceiling', '.1%', 6)}"
+            f"{_cell(r, 'heldout_ssim', '.2f', 5)} {_cell(r, 'heldout_shape', '.2f', 5)} "
+            f"{_cell(r, 'steps_over_ceiling', '.1%', 6)}"
         )
     measured = [r for r in rows if "dci_disentanglement" in r]  # the last epoch's, of shapes
     if measured:

@@ -3,7 +3,8 @@
 Every image of `shapes` is fully described by its factors, so an image can be
 redrawn with the structure of one and the colours of another (`render`), and
 a model's swap of two images can be scored against that ideal exactly
-(`swap_scores`).
+(`swap_scores`), and whether a reconstruction drew the right shape can be
+checked against every shape it could have been (`shape_recovery`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from constraint_sched.adapters.lbo_vae._images import _MIN_IMAGE_SIZE, ImageSet,
 __all__ = [
     "APPEARANCE_FACTORS",
     "SHAPE_KINDS",
+    "SIZES",
     "STRUCTURE_FACTORS",
     "render",
     "render_mask",
+    "shape_recovery",
     "shapes",
     "swap_scores",
 ]
@@ -37,22 +40,28 @@ APPEARANCE_FACTORS: Final = ("fg", "bg")
 # Sizes are the circle's radius as a fraction of the image side; every shape
 # reaches at most _EXTENT * size from its centre, so centres are drawn in
 # [_EXTENT * size, 1 - _EXTENT * size] and no shape is ever cut by the border.
-_SIZE_RANGE: Final = (0.15, 0.30)
+SIZES: Final = (0.15, 0.30)
+"""The default range of `shapes`' ``"size"``: the circle's radius as a fraction of the side."""
 _EXTENT: Final = 1.35
+# The largest size whose shape still fits in the image (centred).
+_MAX_SIZE: Final = 0.5 / _EXTENT
 # Foreground and background colours are at least this far apart (Euclidean, RGB in [0, 1]).
 _MIN_CONTRAST: Final = 0.5
 # Mean |u - v| of two independent uniform values in [0, 1]: the colour error of a guess.
 _CHANCE_ERROR: Final = 1.0 / 3.0
 
 
-def shapes(n: int, *, image_size: int = 32, seed: int = 0) -> ImageSet:
+def shapes(
+    n: int, *, image_size: int = 32, seed: int = 0, sizes: tuple[float, float] = SIZES
+) -> ImageSet:
     """Draw ``n`` images of one anti-aliased shape on a plain background, from a seed.
 
     Every image is fully described by its factors, drawn independently:
 
     - structure: ``"shape"`` (long, an index into `SHAPE_KINDS`: circle,
       square, triangle, cross, uniform), ``"size"`` (the circle's radius as a
-      fraction of the side, uniform in ``[0.15, 0.30]``; the other shapes have
+      fraction of the side, uniform in ``sizes``, by default
+      ``[0.15, 0.30]``; the other shapes have
       about the same area), ``"x"`` and ``"y"`` (the centre as fractions of the
       side, uniform over the positions where the shape is not cut by the border);
     - appearance: ``"fg"`` and ``"bg"`` (float ``(n, 3)`` RGB colours in
@@ -66,13 +75,16 @@ def shapes(n: int, *, image_size: int = 32, seed: int = 0) -> ImageSet:
         n: How many images (at least 1).
         image_size: The side of the square images in pixels (at least 8).
         seed: The seed of the factors (a non-negative integer).
+        sizes: The range of the ``"size"`` factor, ``(low, high)`` with
+            ``0 < low <= high <= 0.37`` (the largest shape that fits). With the
+            default seed and sizes the images are those the trainer trains on.
 
     Returns:
         An `ImageSet` named ``"shapes"`` with images of shape
         ``(n, 3, image_size, image_size)`` and the six factors.
 
     Raises:
-        ValueError: ``n``, ``image_size`` or ``seed`` is invalid.
+        ValueError: ``n``, ``image_size``, ``seed`` or ``sizes`` is invalid.
 
     Examples:
         >>> data = shapes(6, image_size=16, seed=1)
@@ -82,13 +94,21 @@ def shapes(n: int, *, image_size: int = 32, seed: int = 0) -> ImageSet:
         ['bg', 'fg', 'shape', 'size', 'x', 'y']
         >>> torch.equal(data.images, shapes(6, image_size=16, seed=1).images)
         True
+        >>> big = shapes(6, seed=1, sizes=(0.22, 0.34))  # the same shapes, drawn larger
+        >>> bool(big.factors["size"].min() >= 0.22), bool(big.factors["size"].max() <= 0.34)
+        (True, True)
+        >>> shapes(6, sizes=(0.2, 0.4))
+        Traceback (most recent call last):
+        ...
+        ValueError: shapes: sizes must satisfy 0 < low <= high <= 0.370 (...), got (0.2, 0.4)
     """
     _check_int("shapes", "n", n, 1)
     _check_int("shapes", "image_size", image_size, _MIN_IMAGE_SIZE)
     _check_int("shapes", "seed", seed, 0)
+    low_size, high_size = _check_sizes(sizes)
     rng = np.random.default_rng(seed)
     kind = rng.integers(0, len(SHAPE_KINDS), size=n)
-    size = rng.uniform(*_SIZE_RANGE, size=n)
+    size = rng.uniform(low_size, high_size, size=n)
     low = _EXTENT * size
     x = low + (1 - 2 * low) * rng.random(n)
     y = low + (1 - 2 * low) * rng.random(n)
@@ -109,6 +129,20 @@ def shapes(n: int, *, image_size: int = 32, seed: int = 0) -> ImageSet:
     }
     images = render(factors, factors, image_size)
     return ImageSet(images=images, name="shapes", factors=factors, labels=factors["shape"])
+
+
+def _check_sizes(sizes: object) -> tuple[float, float]:
+    """``sizes`` as two floats, or a ValueError that names it and says what fits."""
+    try:
+        low, high = (float(v) for v in sizes)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ValueError(f"shapes: sizes must be two numbers (low, high), got {sizes!r}") from None
+    if not (0 < low <= high <= _MAX_SIZE):
+        raise ValueError(
+            f"shapes: sizes must satisfy 0 < low <= high <= {_MAX_SIZE:.3f} (a larger shape "
+            f"does not fit in the image), got {sizes!r}"
+        )
+    return low, high
 
 
 def render_mask(factors: Mapping[str, torch.Tensor], image_size: int) -> torch.Tensor:
@@ -288,6 +322,65 @@ def swap_scores(
     distance = (ours - ideal).abs().mean(dim=(1, 2))
     appearance = (1 - distance / _CHANCE_ERROR).clamp(0, 1)
     return structure.mean(), appearance.mean()
+
+
+def shape_recovery(recon: torch.Tensor, factors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The share of reconstructions of `shapes` images that drew the right shape.
+
+    Each reconstruction is compared with the four images its factors could
+    have drawn: the same size, position and colours, as each of
+    `SHAPE_KINDS` in turn (`render`). It counts as recovered when the nearest
+    of the four (least squared error) is the true shape. The shapes have
+    about the same area, so the score reads the outline, not the amount of
+    foreground: a perfect reconstruction scores 1, and a round blob of the
+    right colours in the right place scores about 0.5 (the circles, and the
+    squares and crosses whose bulk it happens to match best).
+
+    Args:
+        recon: The reconstructions, shape ``(B, 3, S, S)``, values in ``[0, 1]``.
+        factors: The factors of the images they reconstruct (``B`` rows; see
+            `render_mask`, and ``"fg"`` and ``"bg"``).
+
+    Returns:
+        A 0-d float32 tensor in ``[0, 1]`` on the device of ``recon``.
+
+    Raises:
+        ValueError: ``recon`` is not a ``(B, 3, S, S)`` tensor, or the factors
+            do not have ``B`` rows.
+        KeyError: A factor is missing.
+
+    Examples:
+        >>> data = shapes(16, seed=3)
+        >>> float(shape_recovery(data.images, data.factors))
+        1.0
+        >>> circles = dict(data.factors, shape=torch.zeros(16, dtype=torch.long))
+        >>> drawn_as_circles = render(circles, circles, 32)  # right only for the circles
+        >>> circle_share = (data.factors["shape"] == 0).float().mean()
+        >>> bool(shape_recovery(drawn_as_circles, data.factors) == circle_share)
+        True
+    """
+    if (
+        not isinstance(recon, torch.Tensor)
+        or recon.ndim != 4
+        or recon.shape[1] != 3
+        or recon.shape[2] != recon.shape[3]
+    ):
+        got = f"shape {tuple(recon.shape)}" if isinstance(recon, torch.Tensor) else repr(recon)
+        raise ValueError(f"shape_recovery: recon must be a tensor of shape (B, 3, S, S), got {got}")
+    batch, side = recon.shape[0], recon.shape[-1]
+    factors = {k: torch.as_tensor(v).to(recon.device) for k, v in factors.items()}
+    kind = factors["shape"].long().reshape(-1)
+    if len(kind) != batch:
+        raise ValueError(
+            f"shape_recovery: factors describe {len(kind)} images, recon holds {batch}"
+        )
+    pixels = recon.float()
+    errors = []
+    for k in range(len(SHAPE_KINDS)):
+        candidate = dict(factors, shape=torch.full_like(kind, k))
+        errors.append((render(candidate, candidate, side) - pixels).square().mean(dim=(1, 2, 3)))
+    nearest = torch.stack(errors, dim=1).argmin(dim=1)
+    return (nearest == kind).float().mean()
 
 
 def _paint(mask: torch.Tensor, appearance: Mapping[str, torch.Tensor]) -> torch.Tensor:

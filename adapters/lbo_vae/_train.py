@@ -41,7 +41,7 @@ from constraint_sched.adapters.lbo_vae._schedules import (
     build_schedulers,
     tightened,
 )
-from constraint_sched.adapters.lbo_vae._shapes import shapes, swap_scores
+from constraint_sched.adapters.lbo_vae._shapes import shape_recovery, shapes, swap_scores
 from constraint_sched.adapters.lbo_vae._step import Stepper
 from constraint_sched.adapters.torch import TorchScheduler
 
@@ -741,6 +741,8 @@ def evaluate_heldout(
       (`swap_scores`), the core of each held-out image decoded with the
       detail of its neighbour (the images rolled by one); NaN without
       known factors (digits, folders);
+    - ``heldout_shape``: the share of the reconstructions that drew the
+      right shape (`shape_recovery`); NaN without known factors;
     - ``heldout_kl_core``, ``heldout_kl_detail``: the mean KL of each
       latent half (`kl_divergence`).
 
@@ -767,7 +769,7 @@ def evaluate_heldout(
     core, detail = vae.split(mu)
     logvar_core, logvar_detail = vae.split(logvar)
     partner = torch.roll(torch.arange(len(held)), 1)
-    sums = torch.zeros(6, device=device)  # mse, ssim, structure, appearance, kl x2
+    sums = torch.zeros(7, device=device)  # mse, ssim, structure, appearance, kl x2, shape
     for i in range(0, len(held), EVAL_BATCH):
         index = torch.arange(i, min(i + EVAL_BATCH, len(held)))
         x = held.images[index].to(device, non_blocking=True)
@@ -786,10 +788,11 @@ def evaluate_heldout(
             scores = swap_scores(swapped.float(), first, second)
             sums[2] += scores[0] * b
             sums[3] += scores[1] * b
+            sums[6] += shape_recovery(recon, first) * b
     vae.train(training)
-    mse, ssim_, structure, appearance, kl_core, kl_detail = (sums / len(held)).tolist()
+    mse, ssim_, structure, appearance, kl_core, kl_detail, shape = (sums / len(held)).tolist()
     if factors is None:
-        structure = appearance = float("nan")
+        structure = appearance = shape = float("nan")
     return {
         "heldout_mse": mse,
         "heldout_mean_mse": mean_mse,
@@ -798,6 +801,7 @@ def evaluate_heldout(
         "heldout_kl_detail": kl_detail,
         "swap_structure": structure,
         "swap_appearance": appearance,
+        "heldout_shape": shape,
     }
 
 
