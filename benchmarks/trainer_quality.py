@@ -38,11 +38,14 @@ images, and measures them on held-out shapes images that training never sees
   used up (checked before every step). Its steps, epochs (steps over the
   batches of an epoch), held-out figures and split as the equal-steps arm's.
 - **mean-image**: every held-out image predicted by the per-pixel mean of the
-  training images: its MSE and SSIM (`ssim`); swaps and KL do not apply.
+  training images: its MSE, SSIM (`ssim`) and shapes drawn right
+  (`shape_recovery`, the mean image against every held-out image's four
+  possible shapes); swaps and KL do not apply.
 
 The table puts the arms side by side, per seed and then as the mean ± the
 standard deviation over the seeds: held-out MSE, SSIM, swap structure and
-appearance, KL (core + detail, and each half), DCI, MIG and the split
+appearance, the share of reconstructions that drew the right shape
+(`shape_recovery`), KL (core + detail, and each half), DCI, MIG and the split
 shares, the share of accepted steps over the KL ceiling (the LBO-VAE's max
 and mean over epochs 2 to the last; the beta-VAE has no ceiling), the
 LBO-VAE's min group per epoch from epoch 2 to the last, the KL phases its
@@ -106,6 +109,7 @@ from constraint_sched.adapters.lbo_vae import (
     _train,
     build,
     evaluate_split,
+    shape_recovery,
 )
 from constraint_sched.adapters.lbo_vae._disentanglement import SPLIT_KEYS
 from constraint_sched.adapters.lbo_vae._metrics import kl_divergence, ssim
@@ -211,6 +215,7 @@ def run_lbo(config: TrainConfig, out: Path, echo: Printer) -> dict[str, Any]:
         "heldout_ssim": value(last, "heldout_ssim"),
         "swap_structure": value(last, "swap_structure"),
         "swap_appearance": value(last, "swap_appearance"),
+        "heldout_shape": value(last, "heldout_shape"),
         "heldout_kl": heldout_kl,
         "heldout_kl_core": value(last, "heldout_kl_core"),
         "heldout_kl_detail": value(last, "heldout_kl_detail"),
@@ -456,13 +461,22 @@ def mean_image(train: ImageSet, heldout: ImageSet) -> dict[str, Any]:
     """The mean-image arm: every held-out image predicted by the training images' per-pixel mean.
 
     Returns:
-        ``heldout_mse``, ``heldout_ssim`` (`ssim`) and ``seconds``.
+        ``heldout_mse``, ``heldout_ssim`` (`ssim`), ``heldout_shape``
+        (`shape_recovery`; NaN without known factors) and ``seconds``.
     """
     started = time.perf_counter()
     mean = train.images.mean(dim=0, keepdim=True)
+    predicted = mean.expand_as(heldout.images).contiguous()
     mse = float((heldout.images - mean).square().mean())
-    ssim_ = float(ssim(mean.expand_as(heldout.images).contiguous(), heldout.images))
-    return {"heldout_mse": mse, "heldout_ssim": ssim_, "seconds": time.perf_counter() - started}
+    ssim_ = float(ssim(predicted, heldout.images))
+    factors = heldout.factors
+    shape = NAN if factors is None else float(shape_recovery(predicted, factors))
+    return {
+        "heldout_mse": mse,
+        "heldout_ssim": ssim_,
+        "heldout_shape": shape,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def run_seed(
@@ -600,6 +614,7 @@ SUMMARY_KEYS = (
     "heldout_ssim",
     "swap_structure",
     "swap_appearance",
+    "heldout_shape",
     "heldout_kl",
     "heldout_kl_core",
     "heldout_kl_detail",
@@ -843,6 +858,7 @@ ROWS = (
     ("held-out SSIM", "heldout_ssim", ".3f"),
     ("swap structure", "swap_structure", ".3f"),
     ("swap appearance", "swap_appearance", ".3f"),
+    ("shapes drawn right", "heldout_shape", ".3f"),
     ("KL core + detail", "heldout_kl", ".2f"),
     ("KL core", "heldout_kl_core", ".2f"),
     ("KL detail", "heldout_kl_detail", ".2f"),

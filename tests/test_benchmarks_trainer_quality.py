@@ -12,7 +12,10 @@ REPO_ROOT = Path(__file__).parents[1]
 SCRIPT = REPO_ROOT / "benchmarks" / "trainer_quality.py"
 EQUAL_TIME = "beta-vae (equal time)"
 ARMS = ("lbo-vae", "beta-vae", EQUAL_TIME, "mean-image")
-FIGURES = ("heldout_mse", "heldout_ssim", "swap_structure", "swap_appearance", "heldout_kl")
+FIGURES = (
+    "heldout_mse", "heldout_ssim", "swap_structure", "swap_appearance", "heldout_shape",
+    "heldout_kl",
+)  # fmt: skip
 SPLIT = (
     "dci_disentanglement", "dci_completeness", "dci_informativeness", "mig",
     "split_structure_core", "split_appearance_detail",
@@ -52,7 +55,7 @@ def test_table_puts_the_four_arms_side_by_side(quality_run: tuple[str, dict, Pat
     head = f"| | lbo-vae | beta-vae | {EQUAL_TIME} | mean-image |"
     assert lines.count(head) == 2, out  # the seed's table and the mean over seeds
     number = r"-?[\d.]+(?: ± [\d.]+)?"
-    for label in ("held-out MSE", "held-out SSIM", "seconds of training"):
+    for label in ("held-out MSE", "held-out SSIM", "shapes drawn right", "seconds of training"):
         row = re.compile(rf"^\| {label} \| {number} \| {number} \| {number} \| {number} \|$")
         assert sum(bool(row.match(line)) for line in lines) == 2, out
     for label in (
@@ -102,6 +105,8 @@ def test_json_holds_every_arms_figures_per_seed(quality_run: tuple[str, dict, Pa
                 assert arms[arm][key] is None or 0 <= arms[arm][key] <= 1, (arm, key)
         assert arms["mean-image"]["heldout_mse"] > 0
         assert arms["mean-image"]["swap_structure"] is None
+        for arm in ARMS:  # the mean image too: it is one blob for every image
+            assert 0 <= arms[arm]["heldout_shape"] <= 1, arm
         lbo = arms["lbo-vae"]
         assert len(lbo["rows"]) == seed["epochs"] == lbo["epochs"]
         assert len(lbo["min_group"]) == len(lbo["steps_over_ceiling"]) == seed["epochs"] - 1
