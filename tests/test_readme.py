@@ -48,7 +48,9 @@ def test_main_command_runs_the_walkthrough(tmp_path: Path) -> None:
         assert expected in out
 
 
-@pytest.mark.parametrize("table", ["term_scale_summary.md", "term_scale_settle.md"])
+@pytest.mark.parametrize(
+    "table", ["term_scale_summary.md", "term_scale_settle.md", "shape_probe.md"]
+)
 def test_the_readme_shows_the_scale_benchmark_tables_as_written(table: str) -> None:
     """One source: the README's tables are the ones the benchmark last wrote (rerun, then copy)."""
     path = ROOT / "benchmarks" / "results" / table
@@ -84,6 +86,7 @@ README_FIGURES = (
     "held-out MSE is {trainer_quality.mse_ratio} the beta-VAE's on the mean"
     " ({trainer_quality.mse_ratios} per seed",
     "has {trainer_quality.max_over} over the ceiling in any epoch",
+    "their own shape is {trainer_quality.shape} (1 is perfect, a round blob about 0.5,",
     "A step costs about {trainer_quality.step_ratio} a beta-VAE step"
     " ({trainer_quality.seconds} of training;",
     "DCI disentanglement {trainer_quality.dci}, structure on the core half"

@@ -362,16 +362,18 @@ def _lr_sweep_table(records: list[dict[str, Any]]) -> str:
 def _trainer_quality_split(
     lbo: Mapping[str, Any], beta: Mapping[str, Any], timed: Mapping[str, Any] | None
 ) -> dict[str, str]:
-    """The split's figures (DCI, the halves' shares) and the equal-time arm's, where measured."""
+    """The split's figures, the shapes drawn right and the equal-time arm's, where measured."""
     out: dict[str, str] = {}
+
+    def pair(key: str, digits: int = 3) -> str:
+        return f"{lbo[key]['mean']:.{digits}f} against {beta[key]['mean']:.{digits}f}"
+
     if "dci_disentanglement" in lbo:
-
-        def pair(key: str) -> str:
-            return f"{lbo[key]['mean']:.3f} against {beta[key]['mean']:.3f}"
-
         out["trainer_quality.dci"] = pair("dci_disentanglement")
         out["trainer_quality.split_structure"] = pair("split_structure_core")
         out["trainer_quality.split_appearance"] = pair("split_appearance_detail")
+    if "heldout_shape" in lbo:
+        out["trainer_quality.shape"] = pair("heldout_shape", 2)
     if timed is not None:
         ratio = lbo["heldout_mse"]["mean"] / timed["heldout_mse"]["mean"]
         out["trainer_quality.equal_time_mse"] = f"{timed['heldout_mse']['mean']:.4f}"
@@ -410,6 +412,7 @@ def _trainer_quality(results: Path) -> dict[str, str]:
         row("held-out SSIM", "heldout_ssim", 3, mean_image=True),
         row("swap structure", "swap_structure", 3),
         row("swap appearance", "swap_appearance", 3),
+        row("shapes drawn right", "heldout_shape", 2, mean_image=True),
         row("KL core + detail", "heldout_kl", 1),
     ]
     if "dci_disentanglement" in lbo:
