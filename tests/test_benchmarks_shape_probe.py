@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,9 +57,6 @@ def test_quick_probe_reports_every_arm_and_size_range(tmp_path: Path) -> None:
 
 def test_sizes_that_do_not_fit_are_an_error_naming_the_option(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    import subprocess
-    import sys
-
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--sizes", "0.2,0.5"],
         cwd=tmp_path,
