@@ -290,16 +290,7 @@ def swap_scores(
         >>> float(structure) > 0.99, float(appearance) < 0.5
         (True, True)
     """
-    if (
-        not isinstance(swapped, torch.Tensor)
-        or swapped.ndim != 4
-        or swapped.shape[1] != 3
-        or swapped.shape[2] != swapped.shape[3]
-    ):
-        got = (
-            f"shape {tuple(swapped.shape)}" if isinstance(swapped, torch.Tensor) else repr(swapped)
-        )
-        raise ValueError(f"swap_scores: swapped must be a tensor of shape (B, 3, S, S), got {got}")
+    _check_rgb_batch("swap_scores", "swapped", swapped)
     batch, side = swapped.shape[0], swapped.shape[-1]
     structure_from = {k: torch.as_tensor(v).to(swapped.device) for k, v in structure_from.items()}
     appearance_from = {k: torch.as_tensor(v).to(swapped.device) for k, v in appearance_from.items()}
@@ -359,14 +350,7 @@ def shape_recovery(recon: torch.Tensor, factors: Mapping[str, torch.Tensor]) -> 
         >>> bool(shape_recovery(drawn_as_circles, data.factors) == circle_share)
         True
     """
-    if (
-        not isinstance(recon, torch.Tensor)
-        or recon.ndim != 4
-        or recon.shape[1] != 3
-        or recon.shape[2] != recon.shape[3]
-    ):
-        got = f"shape {tuple(recon.shape)}" if isinstance(recon, torch.Tensor) else repr(recon)
-        raise ValueError(f"shape_recovery: recon must be a tensor of shape (B, 3, S, S), got {got}")
+    _check_rgb_batch("shape_recovery", "recon", recon)
     batch, side = recon.shape[0], recon.shape[-1]
     factors = {k: torch.as_tensor(v).to(recon.device) for k, v in factors.items()}
     kind = factors["shape"].long().reshape(-1)
@@ -381,6 +365,18 @@ def shape_recovery(recon: torch.Tensor, factors: Mapping[str, torch.Tensor]) -> 
         errors.append((render(candidate, candidate, side) - pixels).square().mean(dim=(1, 2, 3)))
     nearest = torch.stack(errors, dim=1).argmin(dim=1)
     return (nearest == kind).float().mean()
+
+
+def _check_rgb_batch(caller: str, argument: str, value: object) -> None:
+    """A ValueError naming ``argument`` unless ``value`` is a ``(B, 3, S, S)`` tensor."""
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.ndim != 4
+        or value.shape[1] != 3
+        or value.shape[2] != value.shape[3]
+    ):
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)
+        raise ValueError(f"{caller}: {argument} must be a tensor of shape (B, 3, S, S), got {got}")
 
 
 def _paint(mask: torch.Tensor, appearance: Mapping[str, torch.Tensor]) -> torch.Tensor:
