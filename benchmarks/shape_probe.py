@@ -115,8 +115,9 @@ def train_arm(
         mu, logvar = vae.encode(x)
         if arm == "encoder":
             guess = head(torch.cat([mu, logvar], dim=1))
-            shape_loss = nn.functional.cross_entropy(guess[:, :4], kinds[index])
-            return shape_loss + (guess[:, 4:] - train_codes[index, 4:FACTORS]).square().mean()
+            k = len(SHAPE_KINDS)
+            shape_loss = nn.functional.cross_entropy(guess[:, :k], kinds[index])
+            return shape_loss + (guess[:, k:] - train_codes[index, k:FACTORS]).square().mean()
         recon = vae.decode(vae.reparameterize(mu, logvar, None))
         sse = (recon - x).square().flatten(1).sum(1).mean()
         return sse + beta * kl_divergence(mu, logvar)
@@ -152,7 +153,7 @@ def measure(
     assert heldout.factors is not None
     if arm == "encoder":
         mu, logvar = vae.encode(heldout.images)
-        guess = head(torch.cat([mu, logvar], dim=1))[:, :4].argmax(dim=1)
+        guess = head(torch.cat([mu, logvar], dim=1))[:, : len(SHAPE_KINDS)].argmax(dim=1)
         return {"shape_accuracy": float((guess == heldout.factors["shape"]).float().mean())}
     z = held_codes if arm == "decoder" else vae.encode(heldout.images)[0]
     recon = vae.decode(z)
