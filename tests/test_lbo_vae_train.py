@@ -19,9 +19,15 @@ from constraint_sched.adapters.lbo_vae._config import (  # noqa: E402
     TrainConfig,
     load_config,
 )
+from constraint_sched.adapters.lbo_vae._data import SIZES, shapes  # noqa: E402
 from constraint_sched.adapters.lbo_vae._goals import default_goals  # noqa: E402
 from constraint_sched.adapters.lbo_vae._schedules import build_schedulers  # noqa: E402
-from constraint_sched.adapters.lbo_vae._train import CHECKPOINT, METRICS, Run  # noqa: E402
+from constraint_sched.adapters.lbo_vae._train import (  # noqa: E402
+    CHECKPOINT,
+    METRICS,
+    Run,
+    load_data,
+)
 
 # Two steps an epoch: the KL stays small, so its box and target are small too.
 TINY = TrainConfig(
@@ -31,7 +37,8 @@ TINY = TrainConfig(
 KEYS = {
     "epoch", "kl_phase", "kl_ceiling", "kl_core", "kl_detail", "reject_rate", "min_group",
     "loss", "swap_structure", "swap_appearance", "heldout_mse", "heldout_mean_mse",
-    "heldout_ssim", "heldout_kl_core", "heldout_kl_detail", "steps_over_ceiling",
+    "heldout_ssim", "heldout_kl_core", "heldout_kl_detail", "heldout_shape",
+    "steps_over_ceiling",
 }  # fmt: skip
 
 
@@ -163,14 +170,63 @@ def test_the_seed_table_is_a_config_option() -> None:
         ("dataset = 'folder'\n", r"dataset='folder' needs data"),
         ("kl_lower = 20.0\nkl_healthy = 10.0\n", r"kl_lower \(20.0\) must be below kl_healthy"),
         ("disentangle_met = 0.0\n", r"TrainConfig.disentangle_met must lie in \(0, 1\], got 0.0"),
+        (
+            "shape_sizes = [0.2, 0.5]\n",
+            r"TrainConfig.shape_sizes must satisfy 0 < low <= high <= 0.370 .*got \[0.2, 0.5\]",
+        ),
+        (
+            "dataset = 'digits'\nshape_sizes = [0.2, 0.3]\n",
+            r"TrainConfig.shape_sizes is for dataset='shapes', got dataset='digits'",
+        ),
     ],
-    ids=["unknown-key", "negative", "bad-toml", "folder-without-data", "kl-box", "met-level"],
-)
+    ids=[
+        "unknown-key", "negative", "bad-toml", "folder-without-data", "kl-box", "met-level",
+        "sizes-too-big", "sizes-not-shapes",
+    ],
+)  # fmt: skip
 def test_config_files_are_checked_naming_the_key(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "run.toml"
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
         load_config(path)
+
+
+@pytest.mark.parametrize("value", ["0.2", "[0.2]", "['a', 'b']", "[0.1, 0.2, 0.3]"])
+def test_shape_sizes_of_the_wrong_kind_is_a_type_error_naming_the_key(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(f"shape_sizes = {value}\n")
+    with pytest.raises(
+        TypeError, match=r"TrainConfig.shape_sizes must be two numbers \[low, high\]"
+    ):
+        load_config(path)
+
+
+def test_shape_sizes_draws_the_training_and_heldout_shapes_in_that_range(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("images = 64\nheldout = 32\nshape_sizes = [0.25, 0.3]\n")
+    config = load_config(path)
+    assert config.shape_sizes == (0.25, 0.3)
+    train, held = load_data(config)
+    for data in (train, held):
+        assert data.factors is not None
+        assert float(data.factors["size"].min()) >= 0.25
+        assert float(data.factors["size"].max()) <= 0.3
+    default_train, _ = load_data(TrainConfig(images=64, heldout=32))
+    assert TrainConfig().shape_sizes == SIZES
+    assert torch.equal(default_train.images, shapes(64, seed=0).images)
+
+
+def test_a_run_with_other_shape_sizes_resumes_and_refuses_another_range(tmp_path: Path) -> None:
+    config = TINY.replace(epochs=1, shape_sizes=(0.22, 0.34))
+    run = Run(config, tmp_path / "run", progress=False, print_=quiet)
+    run.train()
+    resumed = Run(config.replace(epochs=2), tmp_path / "resumed", progress=False, print_=quiet)
+    resumed.load(run.out / CHECKPOINT)
+    other = Run(TINY.replace(epochs=2), tmp_path / "other", progress=False, print_=quiet)
+    with pytest.raises(ValueError, match=r"other settings: shape_sizes=\(0.22, 0.34\)"):
+        other.load(run.out / CHECKPOINT)
 
 
 def test_a_config_file_may_use_a_train_table(tmp_path: Path) -> None:

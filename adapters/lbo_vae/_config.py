@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+from constraint_sched.adapters.lbo_vae._shapes import _MAX_SIZE, SIZES
+
 Validator = Any
 """An attrs field validator: ``(instance, attribute, value) -> None``, raising on a bad value."""
 
@@ -156,6 +158,29 @@ def _table(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             )
 
 
+def _to_pair(value: Any) -> Any:
+    """A list or tuple of numbers as a tuple of floats (TOML's arrays are lists); else as is."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_float(v) for v in value)
+    return value
+
+
+def _size_range(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    name = f"TrainConfig.{attribute.name}"
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, float) for v in value)
+    ):
+        raise TypeError(f"{name} must be two numbers [low, high], got {_kind(value)}")
+    low, high = value
+    if not (0 < low <= high <= _MAX_SIZE):
+        raise ValueError(
+            f"{name} must satisfy 0 < low <= high <= {_MAX_SIZE:.3f} (a larger shape does "
+            f"not fit in the image), got {list(value)!r}"
+        )
+
+
 def _optional(*validators: Validator) -> Validator:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None:
@@ -217,7 +242,9 @@ class TrainConfig:
     ``perceptual_weights``, the path of a local torchvision VGG16 weights
     file, adds the ``perceptual`` goal; unset (the default), the goal is off
     and nothing is loaded or downloaded. ``heldout`` images, which training
-    never sees, measure the model at every epoch's end.
+    never sees, measure the model at every epoch's end. ``shape_sizes`` is the
+    range of the procedural shapes' size (`shapes`' ``sizes``), for
+    ``dataset="shapes"`` only.
 
     Every field is checked when the config is made. An integer field takes
     an int, never a bool nor a float (``epochs=1.5`` and ``epochs=2.0`` alike);
@@ -248,6 +275,9 @@ class TrainConfig:
     dataset: str = attrs.field(default="shapes", validator=_one_of("shapes", "digits", "folder"))
     data: str | None = attrs.field(default=None, validator=_optional_path("a folder of images"))
     images: int = _int_field(4096, _positive)
+    shape_sizes: tuple[float, float] = attrs.field(
+        default=SIZES, converter=_to_pair, validator=_size_range
+    )
     heldout: int = _int_field(512, _positive)
     image_size: int = _int_field(32, _image_size)
     epochs: int = _int_field(9, _positive)
@@ -292,6 +322,11 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: dataset='folder' needs data (a folder of images), and data "
                 f"needs dataset='folder'; got dataset={self.dataset!r}, data={self.data!r}"
+            )
+        if self.dataset != "shapes" and self.shape_sizes != SIZES:
+            raise ValueError(
+                f"TrainConfig.shape_sizes is for dataset='shapes', got dataset={self.dataset!r} "
+                f"with shape_sizes={list(self.shape_sizes)!r}"
             )
         if not self.kl_lower < self.kl_healthy:
             raise ValueError(

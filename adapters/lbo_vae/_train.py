@@ -100,8 +100,9 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
     """A run's training images and the ``config.heldout`` images training never sees.
 
     For ``"shapes"`` the training images are ``shapes(config.images,
-    seed=config.seed)``, exactly as without a held-out set, and the held-out
-    ones a separate draw of ``config.heldout`` (`heldout_seed`). The fixed
+    seed=config.seed, sizes=config.shape_sizes)``, exactly as without a
+    held-out set, and the held-out ones a separate draw of ``config.heldout``
+    (`heldout_seed`) with the same sizes. The fixed
     sets (``"digits"``, ``"folder"``) are split (`split`) by a permutation
     seeded with ``config.seed``.
 
@@ -114,16 +115,12 @@ def load_data(config: TrainConfig) -> tuple[ImageSet, ImageSet]:
             and ``batch_size`` (``--batch-size``), the images found and how
             many the split needs; and what `load` raises.
     """
-    data = load(
-        config.dataset,
-        data=config.data,
-        n=config.images,
-        image_size=config.image_size,
-        seed=config.seed,
-    )
     if config.dataset == "shapes":
-        held = shapes(config.heldout, image_size=config.image_size, seed=heldout_seed(config.seed))
+        size, sizes = config.image_size, config.shape_sizes
+        data = shapes(config.images, image_size=size, seed=config.seed, sizes=sizes)
+        held = shapes(config.heldout, image_size=size, seed=heldout_seed(config.seed), sizes=sizes)
         return data, held
+    data = load(config.dataset, data=config.data, image_size=config.image_size)
     found, asked, batch = len(data), config.heldout, config.batch_size
     if found - asked < batch:
         where = f"the folder {config.data!r}" if config.dataset == "folder" else "digits"
