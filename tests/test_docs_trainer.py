@@ -122,6 +122,8 @@ def test_the_config_table_lists_every_trainconfig_field_with_its_default() -> No
         # The default as TOML would write it; a None default cannot be written.
         shown = None if default == NOT_SET else tomllib.loads(f"v = {_code(default)}")["v"]
         real = getattr(defaults, name)
+        if isinstance(real, tuple):  # TOML writes a pair as an array, which it reads as a list
+            real = list(real)
         wrong = f"docs/trainer.md gives {name} the default {default}; TrainConfig's is {real!r}"
         assert shown == real, wrong
         assert type(shown) is type(real), wrong
