@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from constraint_sched.adapters.lbo_vae._shapes import _MAX_SIZE, SIZES
+from constraint_sched.adapters.lbo_vae._shapes import SIZES, _check_size_range
 
 Validator = Any
 """An attrs field validator: ``(instance, attribute, value) -> None``, raising on a bad value."""
@@ -173,12 +173,7 @@ def _size_range(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> N
         or not all(isinstance(v, float) for v in value)
     ):
         raise TypeError(f"{name} must be two numbers [low, high], got {_kind(value)}")
-    low, high = value
-    if not (0 < low <= high <= _MAX_SIZE):
-        raise ValueError(
-            f"{name} must satisfy 0 < low <= high <= {_MAX_SIZE:.3f} (a larger shape does "
-            f"not fit in the image), got {list(value)!r}"
-        )
+    _check_size_range(*value, name, repr(list(value)))
 
 
 def _optional(*validators: Validator) -> Validator:

@@ -137,12 +137,22 @@ def _check_sizes(sizes: object) -> tuple[float, float]:
         low, high = (float(v) for v in sizes)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise ValueError(f"shapes: sizes must be two numbers (low, high), got {sizes!r}") from None
+    _check_size_range(low, high, "shapes: sizes", repr(sizes))
+    return low, high
+
+
+def _check_size_range(low: float, high: float, name: str, shown: str) -> None:
+    """A ValueError naming ``name`` (showing ``shown``) unless ``0 < low <= high`` and they fit.
+
+    The one rule for a range of `shapes`' sizes, for `shapes` and for the
+    trainer's ``TrainConfig.shape_sizes``: a larger shape than ``0.370`` of
+    the side would be cut by the border.
+    """
     if not (0 < low <= high <= _MAX_SIZE):
         raise ValueError(
-            f"shapes: sizes must satisfy 0 < low <= high <= {_MAX_SIZE:.3f} (a larger shape "
-            f"does not fit in the image), got {sizes!r}"
+            f"{name} must satisfy 0 < low <= high <= {_MAX_SIZE:.3f} (a larger shape does "
+            f"not fit in the image), got {shown}"
         )
-    return low, high
 
 
 def render_mask(factors: Mapping[str, torch.Tensor], image_size: int) -> torch.Tensor:
