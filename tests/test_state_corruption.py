@@ -221,6 +221,31 @@ def test_a_corrupted_term_state_is_refused_or_keeps_working(
     check_refused_or_working(fresh, saved, path, value, go_on)
 
 
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_a_term_loaded_with_a_far_off_track_keeps_a_finite_state(framework: str) -> None:
+    # Found by the property above in CI: a constant discovery leaves no spread, so a
+    # loaded track of -1e300 gave a squared deviation of inf, and a state no term loads.
+    as_array = np.array if framework == "numpy" else torch.tensor
+    term_class = ConstraintTerm if framework == "numpy" else TorchConstraintTerm
+
+    def fresh() -> Any:
+        return term_class("kl", target=1.0, squeeze_epochs=2, echo=False)
+
+    term = fresh()
+    for k in range(2):
+        term(as_array([1.0, 1.1]), main=0.51)
+        if k == 0:
+            term.epoch_end()
+    saved = json.loads(json.dumps(term.state_dict()))
+    saved["multiplier"]["track"] = -1e300
+    loaded = fresh()
+    loaded.load_state_dict(saved)
+    for v in (3.0, 12.0, 40.0):
+        assert math.isfinite(float(loaded(as_array([v]), main=1.0)))
+    assert math.isfinite(loaded.state_dict()["multiplier"]["noise"])
+    fresh().load_state_dict(json.loads(json.dumps(loaded.state_dict())))
+
+
 # -- the torch adapter -----------------------------------------------------------------
 
 

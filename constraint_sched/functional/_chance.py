@@ -149,7 +149,8 @@ def plan_step(
 
 
 JUMP_MAX = 1e38
-"""The largest step-to-step change `discovery_step` counts (within float32's range too)."""
+"""The largest squared change `discovery_step` counts, and squared deviation `chance_step`
+takes into the spread (within float32's range too)."""
 
 
 def discovery_step(
@@ -216,7 +217,8 @@ def chance_step(
     limit = SPREAD_CLIP * xp.sqrt(noise)
     dev = xp.where(noise > 0, xp.clip(dev, -limit, limit), dev)
     track = track + lam * dev
-    noise = (1.0 - lam) * (noise + lam * dev * dev)
+    # Clipped as discovery's change is: a deviation of 1e300 must not make the noise inf.
+    noise = (1.0 - lam) * (noise + lam * xp.clip(dev * dev, max=JUMP_MAX))
     # The epoch's budget: steps beyond the bound in force ahead of the aimed share tighten it.
     overs = st.overs + xp.where(sign * (value - plan.bound) > 0, 1.0, 0.0)
     share = cfg.step_share
