@@ -518,6 +518,9 @@ with open(f"{{sys.argv[1]}}/rank{{rank}}.json", "w") as f:
     json.dump({{"logged": model.logged, "bounds": [(e, p.name, b) for e, p, b in model.seen_bounds],
                "state": callback.state_dict(), "mse_scale": callback.spec("mse").scale}}, f)
 print(f"rank {{rank}}: ok")
+# Leaving the process group to the interpreter's exit can abort gloo's threads (SIGABRT,
+# "terminate called without an active exception") after both ranks are done.
+torch.distributed.destroy_process_group()
 """
 
 
